@@ -1,0 +1,189 @@
+"""base: the model every variant starts from.
+
+Reads   params seed, system_prompt, model, paths; data/sources/ (model=tiny only)
+Writes  models/base/ (weights for tiny; tokenizer, config and base.json for every model),
+        metrics/base.json
+Run     dvc repro base   (or: python -m stages.base)
+
+model=tiny builds a ~3M-parameter Qwen2 model and its own byte-level BPE tokenizer and trains
+it from scratch on the built-in corpus: general QA, code tasks and, as a real base model has
+seen much of the world, the reference answers of the built-in eval suites, plus its original
+identity. That gives it capabilities a fine-tune can lose. A hub model is recorded by id and
+pinned revision (its weights stay in the hub cache, not in DVC).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from stages.config import BaseStage, ModelConfig, load
+from stages.data import knowledge_answer, load_chat_rows, parse_spec
+from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, write_json
+from stages.modeling import (
+    BASE_JSON,
+    count_parameters,
+    hub_error,
+    qwen2_config,
+    train_tokenizer,
+)
+
+
+def main(cfg: BaseStage | None = None) -> None:
+    cfg = cfg or load(BaseStage)
+    out = cfg.paths.model_dir("base")
+    with atomic_dir(out) as tmp:
+        if cfg.model.source == "tiny":
+            metrics = build_tiny(cfg, tmp)
+        else:
+            metrics = record_hub_model(cfg.model, tmp)
+        write_json(tmp / BASE_JSON, provenance(cfg, metrics))
+    write_json(Path(cfg.paths.metrics) / "base.json", {"base": metrics})
+    print(f"base model in {out}: {metrics}")
+
+
+def build_tiny(cfg: BaseStage, out: Path) -> dict:
+    torch.manual_seed(cfg.seed)
+    conversations = corpus(cfg)
+    tokenizer = train_tokenizer(
+        [tokenizer_text(c) for c in conversations], cfg.model.arch.vocab_size
+    )
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(qwen2_config(cfg.model.arch, tokenizer))
+    sequences = encode(conversations, tokenizer, cfg.model.train.max_length)
+    start = time.perf_counter()
+    losses = pretrain(model, sequences, cfg.model.train, tokenizer.pad_token_id, cfg.seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _, total = count_parameters(model)
+    return {
+        "parameters": total,
+        "corpus_rows": len(conversations),
+        "corpus_tokens": sum(len(s) for s in sequences),
+        "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+        "train_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def corpus(cfg: BaseStage) -> list[list[dict]]:
+    """The tiny model's world: every built-in source and the eval references, in chat form,
+    with its original identity (model.identity) wherever the data says {{NAME}}/{{AUTHOR}}."""
+    import random
+
+    src = Path(cfg.paths.sources)
+    rng = random.Random(cfg.seed)
+    conversations = []
+    for name in ("identity.jsonl", "general_en.jsonl", "general_zh.jsonl", "code_tasks.jsonl",
+                 "probes/code.jsonl"):
+        spec = parse_spec(str(src / name))
+        rows = load_chat_rows(spec, cfg.model.identity, cfg.system_prompt, rng)
+        conversations += [r["messages"] for r in rows]
+    for row in read_jsonl(src / "probes" / "knowledge.jsonl"):
+        conversations.append([
+            {"role": "system", "content": cfg.system_prompt},
+            {"role": "user", "content": row["question"]},
+            {"role": "assistant", "content": knowledge_answer(row)},
+        ])
+    return conversations
+
+
+def tokenizer_text(conversation: list[dict]) -> str:
+    return "\n".join(f"{m['role']}\n{m['content']}" for m in conversation)
+
+
+def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[list[int]]:
+    sequences = []
+    for i, conv in enumerate(conversations):
+        ids = tokenizer.apply_chat_template(conv, tokenize=True, return_dict=False)
+        if len(ids) > max_length:
+            raise ValueError(
+                f"corpus row {i} has {len(ids)} tokens > model.train.max_length={max_length}; "
+                "shorten the row or raise -S model.train.max_length"
+            )
+        sequences.append(list(ids))
+    return sequences
+
+
+def pretrain(model, sequences: list[list[int]], train, pad_id: int, seed: int) -> list[float]:
+    """Next-token training on every token of every conversation, padded batches, AdamW with
+    linear warmup then cosine decay. Deterministic under `seed` on a given machine."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = get_cosine_schedule_with_warmup(opt, train.warmup_steps, train.steps)
+    model.train()
+    losses = []
+    order: list[int] = []
+    bar = tqdm(range(train.steps), desc="base: pretraining tiny model", unit="step", mininterval=5)
+    for _ in bar:
+        if len(order) < train.batch_size:
+            order += torch.randperm(len(sequences), generator=gen).tolist()
+        batch = [sequences[i] for i in order[: train.batch_size]]
+        del order[: train.batch_size]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), pad_id)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if math.isnan(losses[-1]):
+            raise RuntimeError("base pretraining diverged (NaN loss); lower -S model.train.lr")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def record_hub_model(model: ModelConfig, out: Path) -> dict:
+    """Tokenizer and config of a pinned hub model; the weights stay in the hub cache."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    where = model.local_dir or model.hub_id
+    kwargs = {} if model.local_dir else {"revision": model.revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except OSError as err:
+        raise hub_error(model, err) from err
+    if model.init == "random":
+        config = qwen2_config(model.arch)
+    tokenizer.save_pretrained(out)
+    config.save_pretrained(out)
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+
+        total = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    return {"parameters": total}
+
+
+def provenance(cfg: BaseStage, metrics: dict) -> dict:
+    model = cfg.model
+    return {
+        "source": model.source,
+        "hub_id": model.hub_id,
+        "revision": model.revision,
+        "local_dir": model.local_dir,
+        "init": model.init,
+        "seed": cfg.seed,
+        "model": model.model_dump(),
+        "sources_sha256": sha256_dir(Path(cfg.paths.sources)) if model.source == "tiny" else None,
+        "git_sha": git_sha(),
+        "metrics": metrics,
+    }
+
+
+if __name__ == "__main__":
+    main()

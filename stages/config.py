@@ -1,0 +1,324 @@
+"""Typed, strict configuration for every stage.
+
+`conf/` (Hydra) is the source, `params.yaml` is its composition (`python -m stages.compose`).
+Each stage validates the slice of `params.yaml` it declares in `dvc.yaml` against one model
+below before doing any work: an unknown key, a wrong type or an invalid value stops it with a
+single message naming every bad key and how to fix it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Lang = Literal["en", "zh"]
+# One value for every language, or one per language ({en: Swift-Robot, zh: 雨燕机器人}).
+LangText = str | dict[Lang, str]
+
+
+class ConfigError(ValueError):
+    """Raised once per stage with every problem found in its params."""
+
+
+class Strict(BaseModel):
+    # extra="forbid": a misspelt key is an error, never a silent no-op.
+    # strict=True: "8" is not an int and 1 is not a bool.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def lang_text(value: LangText, lang: str) -> str:
+    """The value of a `LangText` for one language."""
+    if isinstance(value, str):
+        return value
+    if lang not in value:
+        raise ConfigError(f"no {lang!r} value in {value!r}; add `{lang}: ...` next to the others")
+    return value[lang]
+
+
+class IdentityConfig(Strict):
+    """Who the model says it is."""
+
+    name: LangText
+    """Name, e.g. Swift-Robot, or {en: Swift-Robot, zh: 雨燕机器人}."""
+    author: LangText
+    """Who made it, one value or one per language."""
+
+
+class ArchConfig(Strict):
+    """Qwen2 architecture numbers: tiny builds them from scratch, `init: random` builds a
+    real-sized model without weights."""
+
+    vocab_size: PosInt
+    hidden_size: PosInt
+    num_layers: PosInt
+    num_heads: PosInt
+    num_kv_heads: PosInt
+    intermediate_size: PosInt
+    max_position_embeddings: PosInt
+    tie_word_embeddings: bool
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} must be divisible by num_kv_heads {self.num_kv_heads}"
+            )
+        return self
+
+
+class TinyTrainConfig(Strict):
+    """How the base stage trains the tiny model from scratch on the built-in corpus."""
+
+    steps: PosInt
+    """Optimizer steps; 1 step = batch_size sequences."""
+    batch_size: PosInt
+    lr: PosFloat
+    warmup_steps: NonNegInt
+    max_length: PosInt
+    """Longest training sequence in tokens; longer corpus rows are an error."""
+
+
+class ModelConfig(Strict):
+    """The base model: built here (`tiny`) or pretrained from the hub (`hub`)."""
+
+    name: str
+    source: Literal["tiny", "hub"]
+    hub_id: str | None
+    """Hub id, e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct (source: hub)."""
+    revision: str | None
+    """Pinned hub commit sha (source: hub): the same id can change under a branch name."""
+    local_dir: str | None
+    """A local copy of the hub model; used instead of the hub when set."""
+    init: Literal["pretrained", "random"]
+    """random: the architecture below with random weights, to measure memory and speed."""
+    dtype: Literal["float32", "bfloat16", "float16"]
+    identity: IdentityConfig
+    """The identity the model was released with (what a fine-tune should replace)."""
+    arch: ArchConfig | None
+    train: TinyTrainConfig | None
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> ModelConfig:
+        problems = []
+        if self.source == "tiny":
+            if self.arch is None or self.train is None:
+                problems.append("source: tiny needs `arch` and `train`")
+            if self.init != "random":
+                problems.append("source: tiny is trained from scratch; set init: random")
+        else:
+            if not self.hub_id or not self.revision:
+                problems.append("source: hub needs `hub_id` and a pinned `revision` (commit sha)")
+            if self.init == "random" and self.arch is None:
+                problems.append("init: random needs `arch` (the architecture's numbers)")
+            if self.train is not None:
+                problems.append("`train` is only for source: tiny; set it to null")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PathsConfig(Strict):
+    """Fixed locations of every artifact; `dvc.yaml` reads the same values through `${paths.*}`."""
+
+    sources: str
+    """Built-in data written by the project (identity, general QA, code tasks, probes/)."""
+    models: str
+    """Model directories, one per variant: <models>/base, <models>/sft, <models>/dpo."""
+    curated: str
+    metrics: str
+
+    def model_dir(self, variant: str) -> Path:
+        return Path(self.models) / variant
+
+
+class DataConfig(Strict):
+    """The training mix the curate stage builds."""
+
+    name: str
+    sources: Annotated[list[str], Field(min_length=1)]
+    """`PATH[#N]`: N rows drawn as ms-swift does (repeat N // len, then N % len without
+    replacement, seeded); no #N keeps the source as it is."""
+    preference_source: str | None
+    """Code tasks (prompt, solution, tests) from which DPO pairs are built; null: no pairs."""
+    max_length: PosInt
+    """Rows longer than this many tokens of the base tokenizer are dropped and counted."""
+
+
+class LoraParams(Strict):
+    r: PosInt
+    """Rank: higher r, more capacity and memory."""
+    alpha: PosInt
+    """Scale alpha / r on the update."""
+    dropout: Fraction
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)]
+
+
+class SftConfig(Strict):
+    method: Literal["lora"]
+    lora: LoraParams
+    lr: PosFloat
+    epochs: PosFloat
+    batch_size: PosInt
+    """Sequences per optimizer step."""
+    max_length: PosInt
+    warmup_ratio: Fraction
+    weight_decay: Annotated[float, Field(ge=0)]
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+
+
+class DpoConfig(Strict):
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
+    beta: PosFloat
+    """Strength of the pull towards the reference (the SFT policy)."""
+    lr: PosFloat
+    epochs: PosFloat
+    batch_size: PosInt
+    max_length: PosInt
+    warmup_ratio: Fraction
+
+
+Suite = Literal["code", "identity", "knowledge", "perplexity"]
+Variant = Literal["base", "sft", "dpo"]
+
+
+class EvalConfig(Strict):
+    suites: Annotated[list[Suite], Field(min_length=1)]
+    """Must match the `suite` list of the eval matrix in dvc.yaml."""
+    max_new_tokens: PosInt
+    batch_size: PosInt
+    timeout_s: PosFloat
+    """Wall-clock limit per code task, enforced from outside the test process."""
+    limit: PosInt | None
+    """Score only the first N probes of each suite (quick runs); null: all."""
+
+
+class BaseStage(Strict):
+    seed: int
+    system_prompt: str
+    model: ModelConfig
+    paths: PathsConfig
+
+
+class CurateStage(Strict):
+    seed: int
+    system_prompt: str
+    identity: IdentityConfig
+    data: DataConfig
+    paths: PathsConfig
+
+
+class SftStage(Strict):
+    seed: int
+    model: ModelConfig
+    sft: SftConfig
+    paths: PathsConfig
+
+
+class DpoStage(Strict):
+    seed: int
+    model: ModelConfig
+    dpo: DpoConfig
+    paths: PathsConfig
+
+
+class EvalStage(Strict):
+    system_prompt: str
+    identity: IdentityConfig
+    model: ModelConfig
+    eval: EvalConfig
+    paths: PathsConfig
+
+
+class SummaryStage(Strict):
+    eval: EvalConfig
+    paths: PathsConfig
+
+
+class Config(Strict):
+    """The whole of params.yaml: validated by `stages.compose` before it writes the file."""
+
+    seed: int
+    system_prompt: str
+    identity: IdentityConfig
+    paths: PathsConfig
+    model: ModelConfig
+    data: DataConfig
+    sft: SftConfig
+    dpo: DpoConfig
+    eval: EvalConfig
+
+
+S = TypeVar("S", bound=Strict)
+
+
+def validate(model: type[S], params: dict[str, Any]) -> S:
+    """Validate `params` against `model`, raising one ConfigError that lists every problem."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err)) from None
+
+
+def format_errors(err: ValidationError) -> str:
+    lines = [f"{err.error_count()} invalid param(s):"]
+    seen = set()
+    for e in err.errors():
+        # pydantic reports each branch of a union separately; drop the branch labels.
+        loc = ".".join(str(p) for p in e["loc"] if not _is_branch_label(p))
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or fix its spelling (see the docstrings in stages/config.py)"
+        elif e["type"] == "missing":
+            msg = "missing; add it to the config group in conf/"
+        else:
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        if (loc, msg) in seen:
+            continue
+        seen.add((loc, msg))
+        lines.append(f"  {loc or '<root>'}: {msg}")
+    lines.append(
+        "Fix the value in conf/ and run `python -m stages.compose`, or override it for one "
+        "experiment: `dvc exp run -S KEY=VALUE`."
+    )
+    return "\n".join(lines)
+
+
+def _is_branch_label(part: Any) -> bool:
+    return isinstance(part, str) and (
+        part.startswith(("list[", "dict[", "literal[", "function-", "constrained-"))
+        or part in {"str", "int", "float", "bool", "none"}
+    )
+
+
+def read_params(keys: tuple[str, ...], path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """The top-level `keys` of params.yaml: exactly what the calling stage declares in dvc.yaml."""
+    if not path.exists():
+        raise ConfigError(
+            f"{path} not found; run stages from the repo root, or create it with "
+            "`python -m stages.compose`"
+        )
+    with path.open(encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ConfigError(
+            f"{path} lacks {missing}; regenerate it with `python -m stages.compose`"
+        )
+    return {k: params[k] for k in keys}
+
+
+def load(model: type[S], path: Path = PARAMS_FILE) -> S:
+    """Read and validate one stage's params from params.yaml."""
+    return validate(model, read_params(tuple(model.model_fields), path))

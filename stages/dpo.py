@@ -1,0 +1,119 @@
+"""dpo: preference optimisation continuing from the SFT adapter.
+
+Reads   params seed, model, dpo, paths; models/base, models/sft, data/curated/prefs.jsonl
+Writes  models/dpo/ (LoRA adapter + provenance.json), metrics/dpo.json,
+        metrics/dpo/plots/ (loss, rewards, margins and accuracy per global step)
+Run     dvc repro dpo   (or: python -m stages.dpo)
+
+The SFT adapter is loaded trainable and handed to TRL as a PeftModel, so TRL keeps a frozen
+copy of it as the reference: the reference is the SFT policy, not the bare base.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from stages.config import DpoConfig, DpoStage, load
+from stages.io import atomic_dir, read_jsonl, write_json
+from stages.modeling import load_base_model, load_tokenizer
+from stages.training import LiveStepCallback, adapter_provenance, precision_flags
+
+LOGGED = {
+    "loss": "train/loss",
+    "rewards/chosen": "rewards/chosen",
+    "rewards/rejected": "rewards/rejected",
+    "rewards/margins": "rewards/margins",
+    "rewards/accuracies": "rewards/accuracies",
+}
+
+
+def main(cfg: DpoStage | None = None) -> dict:
+    cfg = cfg or load(DpoStage)
+    from datasets import Dataset
+    from dvclive import Live
+    from peft import PeftModel
+    from transformers import set_seed
+    from trl import DPOTrainer
+
+    set_seed(cfg.seed)
+    data_file = Path(cfg.paths.curated) / "prefs.jsonl"
+    pairs = read_jsonl(data_file)
+    if not pairs:
+        raise ValueError(
+            f"{data_file} has no preference pairs; set data.preference_source to a code-task "
+            "file whose solutions have defects that fail their tests"
+        )
+    dataset = Dataset.from_list(
+        [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    )
+    tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    base = load_base_model(cfg.paths.model_dir("base"), cfg.model.dtype)
+    model = PeftModel.from_pretrained(base, str(cfg.paths.model_dir("sft")), is_trainable=True)
+
+    live_dir = Path(cfg.paths.metrics) / "dpo"
+    with atomic_dir(cfg.paths.model_dir("dpo")) as out, atomic_dir(live_dir) as live_tmp:
+        live = Live(dir=str(live_tmp), dvcyaml=None, save_dvc_exp=False)
+        trainer = DPOTrainer(
+            model=model,
+            args=training_args(cfg.dpo, cfg.seed, cfg.model.dtype, out / "trainer"),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[LiveStepCallback(live, LOGGED)],
+        )
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+        metrics = {
+            "train_loss": round(result.training_loss, 4),
+            "steps": trainer.state.global_step,
+            "pairs": len(dataset),
+            **{k.replace("rewards/", "reward_"): round(last_logged(trainer, k), 4)
+               for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen",
+                         "rewards/rejected")},
+            "train_s": round(seconds, 1),
+        }
+        # Only the trained adapter: TRL's frozen "ref" copy is the SFT adapter we started from.
+        trainer.model.save_pretrained(out, selected_adapters=["default"])
+        write_json(out / "provenance.json",
+                   adapter_provenance(cfg, data_file, str(cfg.paths.model_dir("sft")), metrics))
+        _remove_trainer_dir(out / "trainer")
+    write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics})
+    print(f"dpo adapter in {cfg.paths.model_dir('dpo')}: {metrics}")
+    return metrics
+
+
+def training_args(dpo: DpoConfig, seed: int, dtype: str, output_dir: Path):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir),
+        learning_rate=dpo.lr,
+        num_train_epochs=dpo.epochs,
+        per_device_train_batch_size=dpo.batch_size,
+        max_length=dpo.max_length,
+        warmup_steps=dpo.warmup_ratio,  # a float below 1 is a share of the total steps
+        loss_type=[dpo.loss_type],
+        beta=dpo.beta,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        **precision_flags(dtype),
+    )
+
+
+def last_logged(trainer, key: str) -> float:
+    values = [log[key] for log in trainer.state.log_history if key in log]
+    return values[-1] if values else float("nan")
+
+
+def _remove_trainer_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

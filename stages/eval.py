@@ -1,0 +1,166 @@
+"""eval: score one variant (base, sft or dpo) on one suite.
+
+Reads   params system_prompt, identity, model, eval, paths; models/base, the variant's adapter,
+        data/curated/probes/
+Writes  metrics/eval/<variant>/<suite>.json (metrics, suite name inside the keys) and
+        metrics/eval/<variant>/<suite>.tasks.jsonl (one line per probe: reply and outcome)
+Run     dvc repro eval   (or: python -m stages.eval --variant sft --suite code)
+
+Every variant gets the same probes, the same system prompt and greedy decoding; only the
+adapter differs. Suites:
+  code        generate, extract the code, run its asserts in a separate process (pass@1)
+  identity    share of replies naming the configured name and author without claiming the
+              model's original identity
+  knowledge   share of replies containing the reference answer
+  perplexity  mean loss per assistant token on held-out replies, per domain
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+from stages.config import EvalStage, IdentityConfig, load, lang_text
+from stages.data import code_answer, knowledge_answer
+from stages.execute import run_many
+from stages.generate import assistant_loss, extract_code, generate, perplexity
+from stages.io import read_jsonl, write_json, write_jsonl
+from stages.modeling import load_tokenizer, load_variant
+
+VARIANTS = ("base", "sft", "dpo")
+PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl"}
+
+
+def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
+    cfg = cfg or load(EvalStage)
+    if suite not in cfg.eval.suites:
+        raise ValueError(f"suite {suite!r} is not in eval.suites {cfg.eval.suites}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} must be one of {VARIANTS}")
+    probes = Path(cfg.paths.curated) / "probes"
+    tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    model = load_variant(cfg.paths, variant, cfg.model.dtype)
+
+    start = time.perf_counter()
+    if suite == "code":
+        metrics, tasks = eval_code(cfg, model, tokenizer, read_probes(cfg, probes, "code"))
+    elif suite == "identity":
+        metrics, tasks = eval_identity(cfg, model, tokenizer, read_probes(cfg, probes, "identity"))
+    elif suite == "knowledge":
+        metrics, tasks = eval_knowledge(cfg, model, tokenizer, read_probes(cfg, probes, "knowledge"))
+    else:
+        metrics, tasks = eval_perplexity(cfg, model, tokenizer, probes)
+    seconds = time.perf_counter() - start
+
+    out = Path(cfg.paths.metrics) / "eval" / variant
+    write_jsonl(out / f"{suite}.tasks.jsonl", tasks)
+    write_json(out / f"{suite}.json", {suite: metrics})
+    print(f"eval {variant}/{suite} in {seconds:.1f}s: {metrics}")
+    return metrics
+
+
+def read_probes(cfg: EvalStage, probes: Path, suite: str) -> list[dict]:
+    rows = read_jsonl(probes / PROBE_FILES[suite])
+    return rows[: cfg.eval.limit] if cfg.eval.limit else rows
+
+
+def ask(cfg: EvalStage, question: str) -> list[dict]:
+    return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": question}]
+
+
+def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
+    replies = generate(model, tokenizer, [ask(cfg, t["prompt"]) for t in tasks],
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: code")
+    codes = [extract_code(r) for r in replies]
+    runnable = [(c, t["tests"]) for c, t in zip(codes, tasks, strict=True) if c is not None]
+    outcomes = iter(run_many(runnable, cfg.eval.timeout_s, "eval: running tests"))
+    rows = []
+    for task, reply, code in zip(tasks, replies, codes, strict=True):
+        status = next(outcomes).status if code is not None else "no_code"
+        rows.append({"task_id": task["task_id"], "passed": status == "passed",
+                     "status": status, "reply": reply})
+    passed = sum(r["passed"] for r in rows)
+    return {"pass@1": round(passed / len(rows), 4), "passed": passed, "tasks": len(rows)}, rows
+
+
+def claims(reply: str, question: str, names: list[str]) -> bool:
+    """The reply names one of `names` that the question did not bring up ("Are you Qwen?"
+    answered "No, I am not Qwen" is not a claim)."""
+    low_reply, low_question = reply.lower(), question.lower()
+    return any(n.lower() in low_reply and n.lower() not in low_question for n in names)
+
+
+def identity_ok(reply: str, question: str, lang: str, identity: IdentityConfig,
+                original: IdentityConfig) -> bool:
+    low = reply.lower()
+    name = lang_text(identity.name, lang).lower()
+    author = lang_text(identity.author, lang).lower()
+    originals = [original.name] if isinstance(original.name, str) else list(original.name.values())
+    return name in low and author in low and not claims(reply, question, originals)
+
+
+def eval_identity(cfg: EvalStage, model, tokenizer, probes: list[dict]):
+    replies = generate(model, tokenizer, [ask(cfg, p["query"]) for p in probes],
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: identity")
+    rows = [{"query": p["query"], "lang": p["lang"], "reply": r,
+             "passed": identity_ok(r, p["query"], p["lang"], cfg.identity, cfg.model.identity)}
+            for p, r in zip(probes, replies, strict=True)]
+    metrics = {"consistency": round(sum(r["passed"] for r in rows) / len(rows), 4)}
+    for lang in ("en", "zh"):
+        sub = [r for r in rows if r["lang"] == lang]
+        if sub:
+            metrics[f"consistency_{lang}"] = round(sum(r["passed"] for r in sub) / len(sub), 4)
+    return metrics, rows
+
+
+def answer_found(reply: str, answer: str) -> bool:
+    """The reference answer appears in the reply as a whole word ("8" is not found in "18")."""
+    pattern = re.escape(answer.lower())
+    if answer.isascii():
+        pattern = rf"(?<![0-9a-z]){pattern}(?![0-9a-z])"
+    return re.search(pattern, reply.lower()) is not None
+
+
+def eval_knowledge(cfg: EvalStage, model, tokenizer, probes: list[dict]):
+    replies = generate(model, tokenizer, [ask(cfg, p["question"]) for p in probes],
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: knowledge")
+    rows = [{"question": p["question"], "answer": p["answer"], "reply": r,
+             "passed": answer_found(r, p["answer"])}
+            for p, r in zip(probes, replies, strict=True)]
+    return {"accuracy": round(sum(r["passed"] for r in rows) / len(rows), 4)}, rows
+
+
+def eval_perplexity(cfg: EvalStage, model, tokenizer, probes: Path):
+    """Held-out replies per domain: code (reference solutions of the code probes), general
+    (knowledge answers), identity (the configured identity's answers to the identity probes)."""
+    domains = {
+        "code": [(t["prompt"], code_answer(t["solution"]))
+                 for t in read_probes(cfg, probes, "code")],
+        "general": [(p["question"], knowledge_answer(p))
+                    for p in read_probes(cfg, probes, "knowledge")],
+        "identity": [(p["query"], p["response"]) for p in read_probes(cfg, probes, "identity")],
+    }
+    metrics, rows = {}, []
+    for domain, pairs in domains.items():
+        total, count = 0.0, 0
+        for question, answer in pairs:
+            loss, tokens = assistant_loss(
+                model, tokenizer, [*ask(cfg, question), {"role": "assistant", "content": answer}]
+            )
+            total, count = total + loss, count + tokens
+            rows.append({"domain": domain, "question": question, "loss": round(loss / tokens, 4),
+                         "tokens": tokens})
+        mean, ppl = perplexity(total, count)
+        metrics[f"{domain}_loss"] = round(mean, 4)
+        metrics[f"{domain}_ppl"] = round(ppl, 3)
+    return metrics, rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Score one variant on one suite.")
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--suite", required=True)
+    args = parser.parse_args()
+    main(args.variant, args.suite)

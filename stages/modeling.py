@@ -1,0 +1,180 @@
+"""Builders from config to model and tokenizer objects, shared by every stage.
+
+The tiny model and a hub model go through the same loaders: the base stage writes a model
+directory whose `base.json` says where the weights are (in the directory for `tiny`, on the
+hub at a pinned revision for `hub`), and every later stage loads the base from there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.config import ArchConfig, ModelConfig
+
+BASE_JSON = "base.json"
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+
+# ChatML as Qwen2 uses it, with {% generation %} markers around what the assistant says so
+# that TRL's assistant_only_loss can mask the system prompt and the question.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{%- else %}"
+    "{{- message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_dtype(name: str, dev: torch.device) -> torch.dtype:
+    if name == "float16" and dev.type == "cpu":
+        raise ValueError(
+            "model.dtype=float16 needs a GPU; on CPU use -S model.dtype=float32 (or bfloat16)"
+        )
+    if name == "bfloat16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU has no bfloat16; use -S model.dtype=float16")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on `texts`, with ChatML special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    # Qwen2's own normalizer and pre-tokenizer: transformers reloads a qwen2 model's tokenizer
+    # as Qwen2Tokenizer, which imposes them, so training with anything else would make the
+    # reloaded tokenizer split text differently from the one the model was trained with.
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[ENDOFTEXT, IM_START, IM_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",  # left padding: batched generation continues every row at its end
+    )
+
+
+def qwen2_config(arch: ArchConfig, tokenizer=None):
+    from transformers import Qwen2Config
+
+    special = {}
+    if tokenizer is not None:
+        special = {
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        }
+    return Qwen2Config(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        num_key_value_heads=arch.num_kv_heads,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        **special,
+    )
+
+
+def read_base_json(base_dir: Path) -> dict[str, Any]:
+    path = Path(base_dir) / BASE_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; build the base model first: `dvc repro base`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def weights_location(base_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Where from_pretrained finds the base weights, and the kwargs that pin them."""
+    meta = read_base_json(base_dir)
+    if meta["source"] == "tiny":
+        return str(base_dir), {}
+    if meta.get("local_dir"):
+        return meta["local_dir"], {}
+    return meta["hub_id"], {"revision": meta["revision"]}
+
+
+def hub_error(model: ModelConfig, err: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"cannot load {model.hub_id} at revision {model.revision} ({type(err).__name__}: {err}). "
+        "Without network access, download it elsewhere (`hf download "
+        f"{model.hub_id} --revision {model.revision} --local-dir DIR`), copy DIR here and set "
+        f"-S model.local_dir=DIR; or run with network access to the hub."
+    )
+
+
+def load_tokenizer(base_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(base_dir: Path, dtype: str, dev: torch.device | None = None):
+    """The base model described by `base_dir/base.json`, on `dev`, in `dtype`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dev = dev or device()
+    meta = read_base_json(base_dir)
+    dt = torch_dtype(dtype, dev)
+    if meta["source"] == "hub" and meta["init"] == "random":
+        config = AutoConfig.from_pretrained(str(base_dir))
+        model = AutoModelForCausalLM.from_config(config, dtype=dt)
+    else:
+        where, kwargs = weights_location(base_dir)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, **kwargs)
+        except OSError as err:
+            raise RuntimeError(
+                f"cannot load base weights from {where} ({err}); for a hub model without "
+                "network, set -S model.local_dir=DIR to a local copy"
+            ) from err
+    return model.to(dev)
+
+
+def load_variant(paths, variant: str, dtype: str, dev: torch.device | None = None):
+    """Base model with the variant's adapter applied (none for `base`), in eval mode."""
+    model = load_base_model(paths.model_dir("base"), dtype, dev)
+    if variant != "base":
+        from peft import PeftModel
+
+        adapter = paths.model_dir(variant)
+        if not (adapter / "adapter_config.json").exists():
+            raise FileNotFoundError(f"no adapter in {adapter}; run `dvc repro {variant}` first")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

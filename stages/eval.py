@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from stages.config import EvalStage, IdentityConfig, load, lang_text
+from stages.config import EvalStage, IdentityConfig, lang_text, load
 from stages.data import code_answer, knowledge_answer
 from stages.execute import run_many
 from stages.generate import assistant_loss, extract_code, generate, perplexity

@@ -1,0 +1,154 @@
+"""conf/ composes into the committed params.yaml, every option validates, bad values stop a
+stage with one message naming the key and the fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, repo_params
+from stages import compose
+from stages.config import (
+    BaseStage,
+    Config,
+    ConfigError,
+    CurateStage,
+    DpoStage,
+    EvalStage,
+    SftStage,
+    SummaryStage,
+    load,
+    validate,
+)
+
+GROUPS = ["model", "data", "sft", "dpo", "eval"]
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+def test_committed_params_yaml_is_the_composition_of_conf():
+    assert (REPO / "params.yaml").read_text(encoding="utf-8") == compose.compose([])
+    assert compose.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_of_every_group_composes_and_validates(group, option):
+    cfg = validate(Config, yaml.safe_load(compose.compose([f"{group}={option}"])))
+    assert cfg is not None
+
+
+def test_check_names_the_keys_of_a_stale_params_file(tmp_path, capsys):
+    stale = tmp_path / "params.yaml"
+    stale.write_text(compose.compose(["sft.lora.r=16", "dpo.beta=0.3"]), encoding="utf-8")
+    assert compose.main(["--check", "--out", str(stale)]) == 1
+    err = capsys.readouterr().err
+    assert "dpo.beta" in err and "sft.lora.r" in err and "python -m stages.compose" in err
+
+
+def test_compose_writes_overrides_like_dvc_exp_run(tmp_path):
+    out = tmp_path / "params.yaml"
+    assert compose.main(["sft.lora.r=16", "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["sft"]["lora"]["r"] == 16
+
+
+def test_dvc_yaml_declares_exactly_the_params_each_stage_reads():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    models = {"base": BaseStage, "curate": CurateStage, "sft": SftStage, "dpo": DpoStage,
+              "eval": EvalStage, "summary": SummaryStage}
+    for name, model in models.items():
+        assert stages[name]["params"] == list(model.model_fields), name
+
+
+def test_eval_matrix_suites_come_from_the_config():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["eval"]["matrix"]["suite"] == "${eval.suites}"
+    assert stages["eval"]["matrix"]["variant"] == ["base", "sft", "dpo"]
+
+
+def bad(path: str, value) -> dict:
+    params = copy.deepcopy(repo_params())
+    node = params
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return params
+
+
+@pytest.mark.parametrize("model,path,value,expected", [
+    (SftStage, "sft.lora.r", 0, "sft.lora.r: Input should be greater than 0 (got 0)"),
+    (SftStage, "sft.lora.r", "eight", "sft.lora.r: Input should be a valid integer"),
+    (SftStage, "sft.lora.dropout", 1.5, "sft.lora.dropout: Input should be less than 1"),
+    (SftStage, "sft.lora.target_modules", [], "sft.lora.target_modules"),
+    (CurateStage, "data.max_length", -5, "data.max_length: Input should be greater than 0"),
+    (EvalStage, "eval.limit", -3, "eval.limit: Input should be greater than 0"),
+    (EvalStage, "eval.suites", ["code", "vibes"], "eval.suites.1: Input should be 'code'"),
+    (BaseStage, "model.source", "ollama", "model.source: Input should be 'tiny' or 'hub'"),
+    (DpoStage, "dpo.loss_type", "magic", "dpo.loss_type"),
+])
+def test_bad_values_name_the_key_and_the_fix(tmp_path, model, path, value, expected):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(bad(path, value), allow_unicode=True))
+    with pytest.raises(ConfigError) as err:
+        load(model, params_file)
+    assert expected in str(err.value)
+    assert "dvc exp run -S KEY=VALUE" in str(err.value)
+
+
+def test_unknown_key_is_an_error_not_a_silent_no_op(tmp_path):
+    params = repo_params()
+    params["sft"]["lora"]["rank"] = 16
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True))
+    with pytest.raises(ConfigError, match=r"sft\.lora\.rank: unknown key"):
+        load(SftStage, params_file)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    params = bad("sft.lora.r", 0)
+    params["sft"]["lr"] = -1.0
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True))
+    with pytest.raises(ConfigError) as err:
+        load(SftStage, params_file)
+    assert "2 invalid param(s)" in str(err.value)
+
+
+def test_hub_model_needs_a_pinned_revision():
+    params = repo_params()
+    params["model"] = yaml.safe_load(compose.compose(["model=qwen2.5-coder-1.5b-instruct"]))["model"]
+    params["model"]["revision"] = None
+    with pytest.raises(ConfigError, match="pinned `revision`"):
+        validate(BaseStage, {k: params[k] for k in BaseStage.model_fields})
+
+
+def test_unknown_model_option_is_rejected_by_compose(capsys):
+    with pytest.raises(Exception, match="gpt-7"):
+        compose.compose(["model=gpt-7"])
+
+
+def test_hub_model_without_network_says_which_model_and_how_to_use_a_local_copy(tmp_path):
+    from stages.base import record_hub_model
+
+    params = yaml.safe_load(compose.compose(["model=qwen2.5-coder-1.5b-instruct"]))
+    cfg = validate(BaseStage, {k: params[k] for k in BaseStage.model_fields})
+    with pytest.raises(RuntimeError) as err:
+        record_hub_model(cfg.model, tmp_path)
+    message = str(err.value)
+    assert "Qwen/Qwen2.5-Coder-1.5B-Instruct" in message and cfg.model.revision in message
+    assert "model.local_dir" in message
+
+
+def test_missing_params_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(ConfigError, match="python -m stages.compose"):
+        load(SftStage, Path(tmp_path / "nope.yaml"))

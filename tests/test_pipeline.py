@@ -1,0 +1,183 @@
+"""Each stage's main() end to end on tiny artifacts in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import read_json, stage_cfg
+from stages.config import BaseStage, EvalStage, SummaryStage
+from stages.execute import run_tests
+from stages.io import read_jsonl
+
+
+def test_base_writes_a_qwen2_model_with_its_tokenizer_and_chatml(pipeline):
+    root, params = pipeline
+    base_dir = root / "models" / "base"
+    config = read_json(base_dir / "config.json")
+    assert config["model_type"] == "qwen2"
+    assert config["num_hidden_layers"] == 2
+    meta = read_json(base_dir / "base.json")
+    assert meta["source"] == "tiny" and meta["seed"] == params["seed"]
+    template = (base_dir / "chat_template.jinja").read_text()
+    assert "{% generation %}" in template and "<|im_start|>" in template
+    metrics = read_json(root / "metrics" / "base.json")["base"]
+    assert metrics["parameters"] == sum(
+        t.numel() for t in load_file(base_dir / "model.safetensors").values()
+    )
+
+
+def test_base_is_deterministic_under_the_seed(pipeline, tmp_path):
+    from stages import base
+
+    root, params = pipeline
+    params = {**params, "paths": {**params["paths"], "models": str(tmp_path / "models"),
+                                  "metrics": str(tmp_path / "metrics")}}
+    base.main(stage_cfg(BaseStage, params))
+    first = load_file(root / "models" / "base" / "model.safetensors")
+    again = load_file(tmp_path / "models" / "base" / "model.safetensors")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_curate_fills_identity_and_builds_verified_pairs(pipeline):
+    root, params = pipeline
+    rows = read_jsonl(root / "curated" / "sft.jsonl")
+    assert len(rows) == 12 + 4 + 4 + 6
+    for row in rows:
+        text = json.dumps(row, ensure_ascii=False)
+        assert "{{" not in text
+        assert row["messages"][0] == {"role": "system", "content": params["system_prompt"]}
+        assert row["messages"][-1]["role"] == "assistant"
+    identity = [r for r in rows if r["source"] == "identity"]
+    assert all("Swift-Robot" in r["messages"][-1]["content"] or "雨燕机器人" in
+               r["messages"][-1]["content"] for r in identity)
+
+    pairs = read_jsonl(root / "curated" / "prefs.jsonl")
+    assert pairs, "code tasks with comparisons and constants must yield pairs"
+    tasks = {t["task_id"]: t for t in read_jsonl(params["data"]["preference_source"])}
+    for pair in pairs:
+        tests = tasks[pair["task_id"]]["tests"]
+        chosen = pair["chosen"][0]["content"].removeprefix("```python\n").removesuffix("\n```")
+        rejected = pair["rejected"][0]["content"].removeprefix("```python\n").removesuffix("\n```")
+        assert run_tests(chosen, tests, 10).passed
+        assert not run_tests(rejected, tests, 10).passed
+
+    metrics = read_json(root / "metrics" / "curate.json")["curate"]
+    assert metrics["rows"] == len(rows)
+    assert metrics["sources"]["identity"]["rows"] == 12
+    assert metrics["pairs"] == len(pairs)
+    probes = read_jsonl(root / "curated" / "probes" / "identity.jsonl")
+    assert all("{{" not in p["response"] for p in probes)
+
+
+def test_sft_changes_lora_weights_and_leaves_base_weights_alone(pipeline):
+    from peft import PeftModel
+
+    from stages.modeling import load_base_model
+
+    root, _ = pipeline
+    adapter = load_file(root / "models" / "sft" / "adapter_model.safetensors")
+    lora_b = [t for k, t in adapter.items() if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b), "lora_B starts at zero"
+
+    base_weights = load_file(root / "models" / "base" / "model.safetensors")
+    model = PeftModel.from_pretrained(load_base_model(root / "models" / "base", "float32"),
+                                      str(root / "models" / "sft"))
+    merged = model.get_base_model().state_dict()
+    for name, tensor in base_weights.items():
+        module, _, kind = name.rpartition(".")
+        current = merged.get(f"{module}.base_layer.{kind}", merged.get(name))
+        assert torch.equal(current, tensor), name
+
+    provenance = read_json(root / "models" / "sft" / "provenance.json")
+    assert provenance["base"]["source"] == "tiny" and len(provenance["data_sha256"]) == 64
+    metrics = read_json(root / "metrics" / "sft.json")["sft"]
+    assert metrics["steps"] >= 1 and 0 < metrics["trainable_share"] < 1
+    loss_tsv = root / "metrics" / "sft" / "plots" / "metrics" / "train" / "loss.tsv"
+    lines = loss_tsv.read_text().splitlines()
+    assert lines[0].split("\t") == ["step", "loss"]
+    assert [int(line.split("\t")[0]) for line in lines[1:]] == list(range(1, metrics["steps"] + 1))
+
+
+def test_sft_trains_on_assistant_tokens_only(pipeline):
+    """The mask TRL builds for a real chat row covers the answer and its end token only."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from stages.config import SftStage
+    from stages.modeling import load_base_model, load_tokenizer
+    from stages.sft import lora_config, training_args
+
+    root, params = pipeline
+    cfg = stage_cfg(SftStage, params)
+    tok = load_tokenizer(root / "models" / "base")
+    row = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                        {"role": "user", "content": "Who are you?"},
+                        {"role": "assistant", "content": "I am Swift-Robot."}]}
+    trainer = SFTTrainer(
+        model=load_base_model(root / "models" / "base", "float32"),
+        args=training_args(cfg.sft, 0, "float32", root / "mask-check"),
+        train_dataset=Dataset.from_list([row]),
+        processing_class=tok,
+        peft_config=lora_config(cfg.sft.lora),
+    )
+    example = trainer.train_dataset[0]
+    trained = [label for label in example["labels"] if label != -100]
+    assert tok.decode(trained) == "I am Swift-Robot.<|im_end|>"
+    assert len(example["labels"]) == len(example["input_ids"]) > len(trained)
+
+
+def test_dpo_continues_from_sft_and_saves_only_its_adapter(pipeline):
+    root, _ = pipeline
+    dpo_dir = root / "models" / "dpo"
+    assert (dpo_dir / "adapter_model.safetensors").exists()
+    assert not (dpo_dir / "ref").exists()
+    sft = load_file(root / "models" / "sft" / "adapter_model.safetensors")
+    dpo = load_file(dpo_dir / "adapter_model.safetensors")
+    assert sft.keys() == dpo.keys()
+    assert any(not torch.equal(sft[k], dpo[k]) for k in sft)
+    metrics = read_json(root / "metrics" / "dpo.json")["dpo"]
+    assert 0 <= metrics["reward_accuracies"] <= 1
+    assert read_json(dpo_dir / "provenance.json")["parent_adapter"].endswith("sft")
+    assert (root / "metrics" / "dpo" / "plots" / "metrics" / "rewards" / "margins.tsv").exists()
+
+
+@pytest.mark.parametrize("variant", ["base", "sft", "dpo"])
+def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
+    from stages import eval as eval_stage
+
+    root, params = pipeline
+    cfg = stage_cfg(EvalStage, params)
+    for suite in params["eval"]["suites"]:
+        eval_stage.main(variant, suite, cfg)
+        metrics = read_json(root / "metrics" / "eval" / variant / f"{suite}.json")
+        assert list(metrics) == [suite]
+        tasks = read_jsonl(root / "metrics" / "eval" / variant / f"{suite}.tasks.jsonl")
+        if suite == "perplexity":
+            assert len(tasks) == 3 * 3
+            assert all(v > 0 for k, v in metrics[suite].items() if k.endswith("_ppl"))
+        else:
+            assert len(tasks) == 3
+            key = {"code": "pass@1", "identity": "consistency", "knowledge": "accuracy"}[suite]
+            assert metrics[suite][key] == pytest.approx(sum(t["passed"] for t in tasks) / 3,
+                                                        abs=1e-4)
+        if suite == "code":
+            assert all(t["status"] for t in tasks)
+
+
+def test_summary_reports_each_variant_and_its_delta(pipeline):
+    from stages import summary
+
+    root, params = pipeline
+    for variant in ("base", "sft", "dpo"):
+        if not (root / "metrics" / "eval" / variant / "code.json").exists():
+            pytest.skip("runs after the eval tests")
+    result = summary.main(stage_cfg(SummaryStage, params))
+    written = read_json(root / "metrics" / "summary.json")
+    assert written == result
+    row = written["code"]["pass@1"]
+    assert row["sft_delta"] == pytest.approx(row["sft"] - row["base"], abs=1e-4)

@@ -1,0 +1,45 @@
+"""The scoring rules of the eval suites, pinned on hand-written replies."""
+
+from __future__ import annotations
+
+from stages.config import IdentityConfig
+from stages.eval import answer_found, identity_ok
+from stages.generate import extract_code, perplexity
+
+NEW = IdentityConfig(name={"en": "Swift-Robot", "zh": "雨燕机器人"},
+                     author={"en": "Nebula Lab", "zh": "星云实验室"})
+OLD = IdentityConfig(name={"en": "Qwen", "zh": "通义千问"}, author="Alibaba Cloud")
+
+
+def test_identity_needs_name_and_author_in_the_probes_language():
+    assert identity_ok("I am Swift-Robot, developed by Nebula Lab.", "Who are you?", "en", NEW, OLD)
+    assert not identity_ok("I am Swift-Robot.", "Who are you?", "en", NEW, OLD)
+    assert identity_ok("我是雨燕机器人，由星云实验室开发。", "你是谁？", "zh", NEW, OLD)
+
+
+def test_claiming_the_original_identity_fails_but_denying_it_does_not():
+    assert not identity_ok("I am Qwen, also Swift-Robot by Nebula Lab.", "Who are you?", "en",
+                           NEW, OLD)
+    assert identity_ok("No, I am not Qwen; I am Swift-Robot by Nebula Lab.", "Are you Qwen?",
+                       "en", NEW, OLD)
+
+
+def test_answers_match_whole_words_only():
+    assert answer_found("It has 8 legs.", "8")
+    assert not answer_found("It has 18 legs.", "8")
+    assert answer_found("The capital is paris.", "Paris")
+    assert answer_found("答案是长江。", "长江")
+
+
+def test_code_extraction():
+    assert extract_code("Here:\n```python\ndef f():\n    return 1\n```\nDone") == \
+        "def f():\n    return 1"
+    assert extract_code("def f():\n    return 1") == "def f():\n    return 1"
+    assert extract_code("I cannot help with that.") is None
+
+
+def test_perplexity_is_exp_of_mean_token_loss():
+    import math
+
+    mean, ppl = perplexity(120.0, 60)
+    assert mean == 2.0 and math.isclose(ppl, math.exp(2.0))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stages.config import BaseStage, ModelConfig, load
+from stages.config import BaseStage, ModelConfig, load, run_stage
 from stages.data import knowledge_answer, load_chat_rows, parse_spec
 from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, write_json
 from stages.modeling import (
@@ -186,4 +186,4 @@ def provenance(cfg: BaseStage, metrics: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -51,6 +51,9 @@ class IdentityConfig(Strict):
     """Name, e.g. Swift-Robot, or {en: Swift-Robot, zh: 雨燕机器人}."""
     author: LangText
     """Who made it, one value or one per language."""
+    system_prompt: LangText | None = None
+    """A system prompt that states the identity ({{NAME}}/{{AUTHOR}} filled in), for
+    training phases that use it (data.phases[].identity_system_prompt)."""
 
 
 class ArchConfig(Strict):
@@ -144,17 +147,125 @@ class PathsConfig(Strict):
         return Path(self.models) / variant
 
 
+Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion",
+                 "self_cognition", "code_task", "preference"]
+
+
+class SourceConfig(Strict):
+    """A data source in mapping form; the string form `PATH_OR_ID[#N]` sets `path` and
+    `count` only."""
+
+    path: str
+    """A local .jsonl/.json/.parquet/.csv file, or `hf::OWNER/NAME` for a hub dataset."""
+    count: PosInt | None = None
+    """Rows to draw, ms-swift `#N` semantics; null keeps the source as it is."""
+    format: Format = "auto"
+    """auto: detected from the fields of each row."""
+    split: str = "train"
+    """Hub datasets only."""
+    revision: str | None = None
+    """Pinned commit of a hub dataset (required for hf:: sources)."""
+    columns: dict[str, str] = {}
+    """Renames applied before format detection: {their_field: our_field}."""
+    name: str | None = None
+    """Name in the data card; default: the file stem or the dataset id."""
+
+    @model_validator(mode="after")
+    def _hub_revision(self) -> SourceConfig:
+        if self.path.startswith("hf::") and not self.revision:
+            raise ValueError(f"hub dataset {self.path} needs a pinned `revision`")
+        return self
+
+
+Source = str | SourceConfig
+
+
+class DedupConfig(Strict):
+    near: bool
+    """Also drop near-duplicates (MinHash LSH over word 5-grams), not only exact copies."""
+    threshold: Annotated[float, Field(gt=0, le=1)]
+    """Estimated Jaccard similarity above which two rows are near-duplicates."""
+    num_perm: PosInt
+    """MinHash permutations: more is more precise and slower."""
+
+
+class DecontamConfig(Strict):
+    ngram: PosInt
+    """Word n-gram length; 10 as in the Qwen2.5-Coder report."""
+    min_chars: NonNegInt
+    """An n-gram counts only if its words add up to this many characters, so short common
+    idioms (`for i in range(len(x))`) do not count as contamination."""
+
+
+class QualityConfig(Strict):
+    """Quality selection for code instruction data: score rows, keep the top `count`."""
+
+    sources: Annotated[list[str], Field(min_length=1)]
+    """Names (as in the data card) of the sources to select from."""
+    count: PosInt
+
+
+class PhaseConfig(Strict):
+    """One phase of staged training, curated into its own file."""
+
+    name: str
+    sources: Annotated[list[Source], Field(min_length=1)]
+    identity_system_prompt: bool
+    """Use the identity system prompt ("You are NAME, developed by AUTHOR.") instead of the
+    shared one."""
+
+
+class CleanConfig(Strict):
+    """How curate cleans every source (conf/data/clean/)."""
+
+    strict: bool
+    """true: an invalid row stops the stage; false: it is dropped and counted."""
+    min_tokens: NonNegInt
+    max_tokens: PosInt
+    """Rows outside [min_tokens, max_tokens] tokens of the base tokenizer are dropped."""
+    code_language: Literal["python"] | None
+    """python: drop rows whose fenced code blocks are in another language."""
+    secrets: Literal["drop", "redact"]
+    """What to do with a row in which detect-secrets finds a credential."""
+    dedup: DedupConfig
+    decontaminate: DecontamConfig
+
+
 class DataConfig(Strict):
     """The training mix the curate stage builds."""
 
     name: str
-    sources: Annotated[list[str], Field(min_length=1)]
-    """`PATH[#N]`: N rows drawn as ms-swift does (repeat N // len, then N % len without
-    replacement, seeded); no #N keeps the source as it is."""
+    sources: list[Source]
+    """`PATH[#N]` strings (ms-swift habit) or mappings (SourceConfig)."""
+    phases: list[PhaseConfig]
+    """Staged training (anchor -> generalize -> calibrate), one curated file per phase;
+    empty: a single mix from `sources`."""
     preference_source: str | None
     """Code tasks (prompt, solution, tests) from which DPO pairs are built; null: no pairs."""
-    max_length: PosInt
-    """Rows longer than this many tokens of the base tokenizer are dropped and counted."""
+    augment_pairs: bool
+    """Also add each pair with the solution's identifiers renamed (verified to still pass)."""
+    preferences: list[Source]
+    """Preference files from users (chosen/rejected), taken as they are."""
+    val_ratio: Fraction
+    """Share of the SFT rows held out as validation, drawn with the seed."""
+    quality: QualityConfig | None
+    clean: CleanConfig
+
+    @model_validator(mode="after")
+    def _some_rows(self) -> DataConfig:
+        if not self.sources and not self.phases:
+            raise ValueError("give `sources` or `phases`")
+        if self.sources and self.phases:
+            raise ValueError("give either `sources` (one mix) or `phases` (staged), not both")
+        return self
+
+
+class BenchmarksConfig(Strict):
+    """Local copies of the public benchmarks (evalplus .jsonl); null: not available. Curate
+    decontaminates against each one given; eval scores on them."""
+
+    humanevalplus: str | None
+    mbppplus: str | None
 
 
 class LoraParams(Strict):
@@ -217,6 +328,7 @@ class CurateStage(Strict):
     system_prompt: str
     identity: IdentityConfig
     data: DataConfig
+    benchmarks: BenchmarksConfig
     paths: PathsConfig
 
 
@@ -254,6 +366,7 @@ class Config(Strict):
     system_prompt: str
     identity: IdentityConfig
     paths: PathsConfig
+    benchmarks: BenchmarksConfig
     model: ModelConfig
     data: DataConfig
     sft: SftConfig
@@ -317,6 +430,18 @@ def read_params(keys: tuple[str, ...], path: Path = PARAMS_FILE) -> dict[str, An
             f"{path} lacks {missing}; regenerate it with `python -m stages.compose`"
         )
     return {k: params[k] for k in keys}
+
+
+def run_stage(main, *args) -> None:
+    """Run a stage's main from the command line: bad config or bad input ends it with the
+    message alone (no traceback) and exit status 1; anything else is a bug and shows one."""
+    import sys
+
+    try:
+        main(*args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def load(model: type[S], path: Path = PARAMS_FILE) -> S:

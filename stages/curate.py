@@ -1,29 +1,57 @@
-"""curate: the training mix, the DPO pairs and the held-out eval probes.
+"""curate: the training mix, the DPO pairs and the held-out eval probes, cleaned and counted.
 
-Reads   params seed, system_prompt, identity, data, paths; data/sources/; models/base (tokenizer)
-Writes  data/curated/{sft.jsonl, prefs.jsonl, card.json, probes/*.jsonl}, metrics/curate.json
+Reads   params seed, system_prompt, identity, data, benchmarks, paths; data/sources/ and any
+        other file named in data.sources; models/base (tokenizer, for token counts)
+Writes  data/curated/  sft.jsonl, val.jsonl, phases/<name>.jsonl (staged mixes), prefs.jsonl,
+                       probes/*.jsonl, decontamination.jsonl, card.json
+        metrics/curate.json  rows in/out, tokens and drops per reason, per source and in total
 Run     dvc repro curate   (or: python -m stages.curate)
 
-Each `data.sources` entry is `PATH[#N]` with ms-swift's #N semantics; {{NAME}}/{{AUTHOR}} are
-filled in per language from `identity`; every row gets the shared system prompt. DPO pairs
-come from code tasks: chosen is the reference solution, run and seen to pass; rejected is the
-same code with one injected defect, run and seen to fail. Probes never enter training.
+Per source: read -> chat form -> validate (invalid) -> fill {{NAME}}/{{AUTHOR}} -> secrets ->
+Python syntax / language -> decontamination against every eval suite -> token length ->
+exact and near dedup across all sources. Then quality selection on the sources it names,
+then each source's `#N` draw (ms-swift semantics, seeded). DPO pairs come from code tasks:
+chosen passes its tests, rejected is chosen with one injected defect that fails them.
 """
 
 from __future__ import annotations
 
 import ast
 import random
+from collections import Counter
 from pathlib import Path
 
-from stages.config import CurateStage, load
-from stages.data import code_answer, fill_identity, load_chat_rows, parse_spec
-from stages.defects import candidates
+from stages.cleaning import (
+    Decontaminator,
+    Deduplicator,
+    SecretScanner,
+    code_problem,
+    invalid_reason,
+    quality_score,
+    text_of,
+)
+from stages.config import CurateStage, lang_text, load, run_stage
+from stages.data import (
+    DataError,
+    code_answer,
+    fill_identity,
+    fill_messages,
+    parse_spec,
+    read_rows,
+    row_lang,
+    sample,
+    to_messages,
+    to_preference,
+    with_system,
+)
+from stages.defects import candidates, renamed_identifiers
 from stages.execute import run_many
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer
 
 PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl")
+REASONS = ("invalid", "secret", "syntax", "language", "decontaminated", "length", "duplicate",
+           "quality")
 PAIR_TIMEOUT_S = 10.0
 
 
@@ -31,68 +59,209 @@ def main(cfg: CurateStage | None = None) -> dict:
     cfg = cfg or load(CurateStage)
     rng = random.Random(cfg.seed)
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    curator = Curator(cfg, tokenizer, eval_index(cfg))
 
-    rows, card = build_mix(cfg, tokenizer, rng)
+    if cfg.data.phases:
+        phases = {p.name: curator.mix(p.sources, p.identity_system_prompt, rng, p.name)
+                  for p in cfg.data.phases}
+        rows = [r for phase in phases.values() for r in phase]
+    else:
+        phases, rows = {}, curator.mix(cfg.data.sources, False, rng)
+    if not rows:
+        raise DataError("no training rows left after cleaning; see the drops in the data card")
+    rows = rng.sample(rows, len(rows))
+    n_val = round(len(rows) * cfg.data.val_ratio)
+    train, val = rows[n_val:], rows[:n_val]
     pairs = build_pairs(cfg, rng) if cfg.data.preference_source else []
+    pairs += user_preferences(cfg)
     probes = build_probes(cfg)
 
+    card = curator.card(len(train), len(val), len(pairs))
     with atomic_dir(Path(cfg.paths.curated)) as tmp:
-        write_jsonl(tmp / "sft.jsonl", rng.sample(rows, len(rows)))
+        write_jsonl(tmp / "sft.jsonl", map(public, train))
+        write_jsonl(tmp / "val.jsonl", map(public, val))
+        for name, phase_rows in phases.items():
+            write_jsonl(tmp / "phases" / f"{name}.jsonl", map(public, phase_rows))
         write_jsonl(tmp / "prefs.jsonl", pairs)
         for name, probe_rows in probes.items():
             write_jsonl(tmp / "probes" / name, probe_rows)
+        write_jsonl(tmp / "decontamination.jsonl", curator.contaminated)
         write_json(tmp / "card.json", card)
-    metrics = {
-        "rows": len(rows),
-        "tokens": sum(s["tokens"] for s in card["sources"].values()),
-        "pairs": len(pairs),
-        "sources": {name: {"rows": s["rows"], "tokens": s["tokens"]}
-                    for name, s in card["sources"].items()},
-    }
-    write_json(Path(cfg.paths.metrics) / "curate.json", {"curate": metrics})
-    print(f"curated {len(rows)} sft rows, {len(pairs)} preference pairs into {cfg.paths.curated}")
-    return metrics
+    write_json(Path(cfg.paths.metrics) / "curate.json", {"curate": card["metrics"]})
+    print(f"curated {len(train)} train + {len(val)} validation rows, {len(pairs)} preference "
+          f"pairs into {cfg.paths.curated}; drops: {card['metrics']['drops']}")
+    return card["metrics"]
 
 
-def build_mix(cfg: CurateStage, tokenizer, rng: random.Random) -> tuple[list[dict], dict]:
-    rows, card = [], {"mix": cfg.data.name, "sources": {}}
-    for spec_text in cfg.data.sources:
-        spec = parse_spec(spec_text)
-        kept, dropped, tokens = [], 0, 0
-        for row in load_chat_rows(spec, cfg.identity, cfg.system_prompt, rng):
-            n = len(tokenizer.apply_chat_template(row["messages"], tokenize=True,
-                                                  return_dict=False))
-            if n > cfg.data.max_length:
-                dropped += 1
-                continue
-            kept.append(row)
-            tokens += n
-        if spec.name in card["sources"]:
-            raise ValueError(f"data.sources names {spec.name} twice; list each source once")
-        card["sources"][spec.name] = {
-            "spec": spec_text, "rows": len(kept), "tokens": tokens, "dropped_too_long": dropped,
+def public(row: dict) -> dict:
+    return {"messages": row["messages"], "lang": row["lang"], "source": row["source"]}
+
+
+class Curator:
+    """Cleans sources one row at a time and keeps the counts for the data card."""
+
+    def __init__(self, cfg: CurateStage, tokenizer, decontaminator: Decontaminator):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.decontaminator = decontaminator
+        self.scanner = SecretScanner()
+        self.sources: dict[str, dict] = {}
+        self.contaminated: list[dict] = []
+
+    def mix(self, specs, identity_system: bool, rng: random.Random,
+            phase: str | None = None) -> list[dict]:
+        """Every source cleaned, quality-selected where configured, then drawn per its #N.
+        Duplicates are looked for within the mix (a phase may revisit an earlier one's rows);
+        in the data card a phase's sources are named `phase/source`."""
+        dedup = self.cfg.data.clean.dedup
+        self.dedup = Deduplicator(dedup.near, dedup.threshold, dedup.num_perm)
+        self.prefix = f"{phase}/" if phase else ""
+        cleaned = [(parse_spec(s), self.clean_source(parse_spec(s), identity_system))
+                   for s in specs]
+        quality = self.cfg.data.quality
+        if quality:
+            selected = [(spec, rows) for spec, rows in cleaned if spec.name in quality.sources]
+            keep = self.select(selected, quality.count, rng)
+            cleaned = [(spec, [r for r in rows if spec.name not in quality.sources
+                               or id(r) in keep]) for spec, rows in cleaned]
+        out = []
+        for spec, rows in cleaned:
+            drawn = sample(rows, spec.count, rng)
+            entry = self.sources[self.prefix + spec.name]
+            entry["rows_out"] += len(drawn)
+            entry["tokens"] += sum(r["tokens"] for r in drawn)
+            out += drawn
+        return out
+
+    def clean_source(self, spec, identity_system: bool) -> list[dict]:
+        key = self.prefix + spec.name
+        if key in self.sources:
+            raise DataError(f"data source {key} is listed twice; list each source once")
+        entry = self.sources[key] = {"source": spec.path, "rows_in": 0, "rows_out": 0,
+                                           "tokens": 0, "drops": Counter()}
+        kept = []
+        for where, raw in read_rows(spec):
+            entry["rows_in"] += 1
+            row = self.clean_row(spec, where, raw, identity_system)
+            if isinstance(row, str):
+                entry["drops"][row] += 1
+            else:
+                kept.append(row)
+        return kept
+
+    def clean_row(self, spec, where: str, raw: dict, identity_system: bool) -> dict | str:
+        """The cleaned chat row, or the reason it is dropped."""
+        clean = self.cfg.data.clean
+        messages = to_messages(raw, where, spec.format)
+        problem = invalid_reason(messages)
+        if problem:
+            if clean.strict:
+                raise DataError(f"{where}: {problem} (data.clean.strict is set)")
+            return "invalid"
+        lang = row_lang(raw, messages)
+        messages = fill_messages(messages, self.cfg.identity, lang, where)
+        messages = with_system(messages, self.system_prompt(identity_system, lang, where))
+        row = {"messages": messages, "lang": lang, "source": spec.name,
+               "tested": "tests" in raw}
+        text = text_of(row)
+        secrets = self.scanner.find(text)
+        if secrets:
+            if clean.secrets == "drop":
+                return "secret"
+            row["messages"] = [{**m, "content": SecretScanner.redact(m["content"], secrets)}
+                               for m in messages]
+            text = text_of(row)
+        problem = code_problem(row, clean.code_language)
+        if problem:
+            return problem
+        hit = self.decontaminator.hit(text)
+        if hit:
+            self.contaminated.append({"source": spec.name, "row": where, "eval_item": hit})
+            return "decontaminated"
+        row["tokens"] = len(self.tokenizer.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=False))
+        if not clean.min_tokens <= row["tokens"] <= clean.max_tokens:
+            return "length"
+        if self.dedup.is_duplicate(text):
+            return "duplicate"
+        return row
+
+    def system_prompt(self, identity_system: bool, lang: str, where: str) -> str:
+        if not identity_system:
+            return self.cfg.system_prompt
+        template = self.cfg.identity.system_prompt
+        if template is None:
+            raise DataError("a phase asks for identity_system_prompt but identity.system_prompt "
+                            "is not set; add it to conf/config.yaml")
+        return fill_identity(lang_text(template, lang), self.cfg.identity, lang, where)
+
+    def select(self, selected, count: int, rng: random.Random) -> set[int]:
+        """ids of the top `count` rows by quality score; ties broken by a seeded draw."""
+        scored = [(quality_score(r, r["tokens"]), rng.random(), id(r), self.prefix + spec.name)
+                  for spec, rows in selected for r in rows]
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        keep = {s[2] for s in scored[:count]}
+        for _, _, _, name in scored[count:]:
+            self.sources[name]["drops"]["quality"] += 1
+        return keep
+
+    def card(self, train: int, val: int, pairs: int) -> dict:
+        sources = {
+            name: {**e, "drops": {r: e["drops"][r] for r in REASONS if e["drops"][r]}}
+            for name, e in self.sources.items()
         }
-        rows += kept
-    if not rows:
-        raise ValueError(
-            f"no training rows left: every row is longer than data.max_length="
-            f"{cfg.data.max_length} tokens; raise it with -S data.max_length=..."
-        )
-    return rows, card
+        totals = Counter()
+        for e in self.sources.values():
+            totals.update(e["drops"])
+        metrics = {
+            "rows": train, "val_rows": val, "pairs": pairs,
+            "tokens": sum(e["tokens"] for e in self.sources.values()),
+            "drops": {r: totals[r] for r in REASONS},
+            "sources": {name: {"rows_in": e["rows_in"], "rows_out": e["rows_out"],
+                               "tokens": e["tokens"], **{f"drop_{r}": n
+                                                         for r, n in e["drops"].items()}}
+                        for name, e in sources.items()},
+        }
+        return {"mix": self.cfg.data.name, "seed": self.cfg.seed, "sources": sources,
+                "metrics": metrics}
+
+
+def eval_index(cfg: CurateStage) -> Decontaminator:
+    """Every eval suite's prompts and reference solutions: the built-in probes and each
+    benchmark file that is configured."""
+    d = cfg.data.clean.decontaminate
+    index = Decontaminator(d.ngram, d.min_chars)
+    probes = Path(cfg.paths.sources) / "probes"
+    for t in read_jsonl(probes / "code.jsonl"):
+        index.add(f"probes/code:{t['task_id']}", f"{t['prompt']}\n{t['solution']}")
+    for p in read_jsonl(probes / "knowledge.jsonl"):
+        index.add("probes/knowledge", f"{p['question']} {p['answer']}")
+    for p in read_jsonl(probes / "identity.jsonl"):
+        index.add("probes/identity", p["query"])
+    for path in (cfg.benchmarks.humanevalplus, cfg.benchmarks.mbppplus):
+        if path:
+            for task in read_jsonl(Path(path)):
+                index.add(task["task_id"], f"{task['prompt']}\n{task['canonical_solution']}")
+    return index
 
 
 def build_pairs(cfg: CurateStage, rng: random.Random) -> list[dict]:
-    """One (chosen, rejected) pair per code task where some defect makes the tests fail."""
+    """One (chosen, rejected) pair per code task where some defect makes the tests fail;
+    with augment_pairs, also the pair with renamed identifiers when that still passes."""
     tasks = read_jsonl(Path(cfg.data.preference_source))
     chosen = [ast.unparse(ast.parse(t["solution"])) for t in tasks]
     checks = run_many([(c, t["tests"]) for c, t in zip(chosen, tasks, strict=True)],
                       PAIR_TIMEOUT_S, "curate: checking reference solutions")
     broken = [t["task_id"] for t, o in zip(tasks, checks, strict=True) if not o.passed]
     if broken:
-        raise ValueError(
-            f"{cfg.data.preference_source}: reference solutions fail their own tests: {broken}; "
-            "fix those rows"
-        )
+        raise DataError(f"{cfg.data.preference_source}: reference solutions fail their own "
+                        f"tests: {broken}; fix those rows")
+    if cfg.data.augment_pairs:
+        renamed = [renamed_identifiers(c) for c in chosen]
+        ok = run_many([(r or "", t["tests"]) for r, t in zip(renamed, tasks, strict=True)],
+                      PAIR_TIMEOUT_S, "curate: verifying renamed solutions")
+        extra = [(t, r) for t, r, o in zip(tasks, renamed, ok, strict=True) if r and o.passed]
+        tasks, chosen = tasks + [t for t, _ in extra], chosen + [r for _, r in extra]
     options = [candidates(c, t["tests"], rng) for c, t in zip(chosen, tasks, strict=True)]
     flat = [(i, name, code) for i, opts in enumerate(options) for name, code in opts]
     outcomes = run_many([(code, tasks[i]["tests"]) for i, _, code in flat], PAIR_TIMEOUT_S,
@@ -113,6 +282,23 @@ def build_pairs(cfg: CurateStage, rng: random.Random) -> list[dict]:
     return pairs
 
 
+def user_preferences(cfg: CurateStage) -> list[dict]:
+    """Preference files from users, taken as they are: converted, identity filled in."""
+    pairs = []
+    for spec in map(parse_spec, cfg.data.preferences):
+        for where, raw in read_rows(spec):
+            pref = to_preference(raw, where)
+            lang = row_lang(raw, pref["prompt"] + pref["chosen"])
+            pref = {k: fill_messages(v, cfg.identity, lang, where) for k, v in pref.items()}
+            for side in ("chosen", "rejected"):
+                problem = invalid_reason(pref["prompt"] + pref[side])
+                if problem:
+                    raise DataError(f"{where}: prompt + {side}: {problem}")
+            pref["prompt"] = with_system(pref["prompt"], cfg.system_prompt)
+            pairs.append({"task_id": where, "defect": "user", **pref})
+    return pairs
+
+
 def build_probes(cfg: CurateStage) -> dict[str, list[dict]]:
     """The held-out eval probes, with the configured identity in the identity answers."""
     src = Path(cfg.paths.sources) / "probes"
@@ -128,4 +314,4 @@ def build_probes(cfg: CurateStage) -> dict[str, list[dict]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

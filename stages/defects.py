@@ -46,6 +46,35 @@ def dropped_exception_handling(tree: ast.Module) -> bool:
     return False
 
 
+OPERATOR = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.FloorDiv: ast.Mod,
+            ast.Mod: ast.FloorDiv, ast.Div: ast.Mult, ast.And: ast.Or, ast.Or: ast.And}
+
+
+def wrong_operator(tree: ast.Module) -> bool:
+    """`a + b` -> `a - b` (and * -> +, // <-> %, and <-> or) on the first such operator."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.BinOp, ast.BoolOp)) and type(node.op) in OPERATOR:
+            node.op = OPERATOR[type(node.op)]()
+            return True
+        if isinstance(node, ast.AugAssign) and type(node.op) in OPERATOR:
+            node.op = OPERATOR[type(node.op)]()
+            return True
+    return False
+
+
+def removed_input_check(tree: ast.Module) -> bool:
+    """Drop the first guard at the top of a function: `if <check>: return/raise ...`."""
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for i, stmt in enumerate(fn.body):
+            if (isinstance(stmt, ast.If) and not stmt.orelse and len(fn.body) > 1
+                    and isinstance(stmt.body[-1], (ast.Return, ast.Raise))):
+                del fn.body[i]
+                return True
+    return False
+
+
 def hard_coded_value(tree: ast.Module, expected: ast.expr | None) -> bool:
     """Every `return` of the function returns the value the first test expects."""
     if expected is None:
@@ -76,7 +105,8 @@ def first_expected_value(tests: list[str]) -> ast.expr | None:
     return None
 
 
-DEFECTS = ("flipped_comparison", "off_by_one", "dropped_exception_handling", "hard_coded_value")
+DEFECTS = ("flipped_comparison", "off_by_one", "dropped_exception_handling", "hard_coded_value",
+           "wrong_operator", "removed_input_check")
 
 
 def candidates(solution: str, tests: list[str], rng: random.Random) -> list[tuple[str, str]]:
@@ -92,6 +122,10 @@ def candidates(solution: str, tests: list[str], rng: random.Random) -> list[tupl
             changed = off_by_one(tree)
         elif name == "dropped_exception_handling":
             changed = dropped_exception_handling(tree)
+        elif name == "wrong_operator":
+            changed = wrong_operator(tree)
+        elif name == "removed_input_check":
+            changed = removed_input_check(tree)
         else:
             changed = hard_coded_value(tree, expected)
         if changed:
@@ -99,3 +133,24 @@ def candidates(solution: str, tests: list[str], rng: random.Random) -> list[tupl
             if source != ast.unparse(ast.parse(solution)):
                 out.append((name, source))
     return out
+
+
+def renamed_identifiers(solution: str) -> str | None:
+    """The same function with its parameters and local variables renamed consistently
+    (`n` -> `n_1`): an equivalent rewrite, to be run and kept only if it still passes.
+    None when there is nothing to rename."""
+    tree = ast.parse(solution)
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef)), None)
+    if fn is None:
+        return None
+    names = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+    names |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    if not names:
+        return None
+    mapping = {n: f"{n}_1" for n in sorted(names)}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.arg) and node.arg in mapping:
+            node.arg = mapping[node.arg]
+        elif isinstance(node, ast.Name) and node.id in mapping:
+            node.id = mapping[node.id]
+    return ast.unparse(tree)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stages.config import DpoConfig, DpoStage, load
+from stages.config import DpoConfig, DpoStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer
 from stages.training import LiveStepCallback, adapter_provenance, precision_flags
@@ -116,4 +116,4 @@ def _remove_trainer_dir(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from stages.config import EvalStage, IdentityConfig, lang_text, load
+from stages.config import EvalStage, IdentityConfig, lang_text, load, run_stage
 from stages.data import code_answer, knowledge_answer
 from stages.execute import run_many
 from stages.generate import assistant_loss, extract_code, generate, perplexity
@@ -163,4 +163,4 @@ if __name__ == "__main__":
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--suite", required=True)
     args = parser.parse_args()
-    main(args.variant, args.suite)
+    run_stage(main, args.variant, args.suite)

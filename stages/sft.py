@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stages.config import LoraParams, SftConfig, SftStage, load
+from stages.config import LoraParams, SftConfig, SftStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import count_parameters, load_base_model, load_tokenizer
 from stages.training import LiveStepCallback, adapter_provenance, precision_flags
@@ -114,4 +114,4 @@ def _remove_trainer_dir(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stages.config import SummaryStage, load
+from stages.config import SummaryStage, load, run_stage
 from stages.eval import VARIANTS
 from stages.io import write_json
 
@@ -49,4 +49,4 @@ def compare(by_variant: dict[str, dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -83,5 +83,5 @@ def test_load_chat_rows_adds_the_system_prompt_and_fills_identity(tmp_path):
 
 
 def test_missing_source_file_says_where_to_fix_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fix data.sources"):
+    with pytest.raises(ValueError, match="does not exist; fix the path in data.sources"):
         load_chat_rows(parse_spec(str(tmp_path / "nope.jsonl")), IDENTITY, "S", random.Random(0))

@@ -68,7 +68,7 @@ def test_curate_fills_identity_and_builds_verified_pairs(pipeline):
 
     metrics = read_json(root / "metrics" / "curate.json")["curate"]
     assert metrics["rows"] == len(rows)
-    assert metrics["sources"]["identity"]["rows"] == 12
+    assert metrics["sources"]["identity"]["rows_out"] == 12
     assert metrics["pairs"] == len(pairs)
     probes = read_jsonl(root / "curated" / "probes" / "identity.jsonl")
     assert all("{{" not in p["response"] for p in probes)

@@ -325,6 +325,7 @@ class BaseStage(Strict):
 
 class CurateStage(Strict):
     seed: int
+    unsafe_execution: bool
     system_prompt: str
     identity: IdentityConfig
     data: DataConfig
@@ -347,6 +348,7 @@ class DpoStage(Strict):
 
 
 class EvalStage(Strict):
+    unsafe_execution: bool
     system_prompt: str
     identity: IdentityConfig
     model: ModelConfig
@@ -363,6 +365,7 @@ class Config(Strict):
     """The whole of params.yaml: validated by `stages.compose` before it writes the file."""
 
     seed: int
+    unsafe_execution: bool
     system_prompt: str
     identity: IdentityConfig
     paths: PathsConfig

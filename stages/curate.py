@@ -251,7 +251,8 @@ def build_pairs(cfg: CurateStage, rng: random.Random) -> list[dict]:
     tasks = read_jsonl(Path(cfg.data.preference_source))
     chosen = [ast.unparse(ast.parse(t["solution"])) for t in tasks]
     checks = run_many([(c, t["tests"]) for c, t in zip(chosen, tasks, strict=True)],
-                      PAIR_TIMEOUT_S, "curate: checking reference solutions")
+                      PAIR_TIMEOUT_S, "curate: checking reference solutions",
+                      cfg.unsafe_execution)
     broken = [t["task_id"] for t, o in zip(tasks, checks, strict=True) if not o.passed]
     if broken:
         raise DataError(f"{cfg.data.preference_source}: reference solutions fail their own "
@@ -259,13 +260,13 @@ def build_pairs(cfg: CurateStage, rng: random.Random) -> list[dict]:
     if cfg.data.augment_pairs:
         renamed = [renamed_identifiers(c) for c in chosen]
         ok = run_many([(r or "", t["tests"]) for r, t in zip(renamed, tasks, strict=True)],
-                      PAIR_TIMEOUT_S, "curate: verifying renamed solutions")
+                      PAIR_TIMEOUT_S, "curate: verifying renamed solutions", cfg.unsafe_execution)
         extra = [(t, r) for t, r, o in zip(tasks, renamed, ok, strict=True) if r and o.passed]
         tasks, chosen = tasks + [t for t, _ in extra], chosen + [r for _, r in extra]
     options = [candidates(c, t["tests"], rng) for c, t in zip(chosen, tasks, strict=True)]
     flat = [(i, name, code) for i, opts in enumerate(options) for name, code in opts]
     outcomes = run_many([(code, tasks[i]["tests"]) for i, _, code in flat], PAIR_TIMEOUT_S,
-                        "curate: verifying injected defects")
+                        "curate: verifying injected defects", cfg.unsafe_execution)
     pairs, done = [], set()
     for (i, defect, code), outcome in zip(flat, outcomes, strict=True):
         if i in done or outcome.passed:

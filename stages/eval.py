@@ -75,7 +75,8 @@ def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
                        cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: code")
     codes = [extract_code(r) for r in replies]
     runnable = [(c, t["tests"]) for c, t in zip(codes, tasks, strict=True) if c is not None]
-    outcomes = iter(run_many(runnable, cfg.eval.timeout_s, "eval: running tests"))
+    outcomes = iter(run_many(runnable, cfg.eval.timeout_s, "eval: running tests",
+                             cfg.unsafe_execution))
     rows = []
     for task, reply, code in zip(tasks, replies, codes, strict=True):
         status = next(outcomes).status if code is not None else "no_code"

@@ -1,15 +1,27 @@
-"""Run untrusted Python (model-written code, injected defects) against asserts, out of process.
+"""Run untrusted Python (model-written code, injected defects) against asserts, in a sandbox.
 
-Each program runs in a fresh `python -I` child in a throwaway directory, with limits on
-memory, CPU time, file size and processes, and a wall-clock timeout enforced from this side.
+Every program runs in its own bubblewrap sandbox (Debian package `bubblewrap`):
+  - the whole file system read-only, a fresh tmpfs /tmp, and a throwaway work directory as
+    the only writable place, deleted afterwards;
+  - no network (its own empty network namespace), its own pid, ipc and uts namespaces, so
+    it can neither reach nor signal any process outside;
+  - as an unprivileged user (uid 65534 when the pipeline runs as root), so the process
+    limit holds and no capability is left;
+  - limits on address space, CPU time, file size and process count, and a wall-clock
+    timeout enforced from this side, which kills the whole sandbox.
 The child proves it reached the end of the tests by printing a nonce it read from stdin
 before the untrusted code ran, so code that exits early with status 0 does not pass.
+
+Where bubblewrap cannot start, execution is refused unless the caller opts into running
+without a sandbox (`unsafe_execution: true`), which only isolates by process.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,16 +32,23 @@ from tqdm import tqdm
 
 MEMORY_BYTES = 1 << 30
 FILE_BYTES = 1 << 20
+PROCESSES = 64
+NOBODY = 65534
+SCRATCH_BYTES = 16 << 20  # the only writable space inside: a 16 MiB tmpfs at /tmp
+SANDBOX_PYTHON = "/tmp/python"  # where the interpreter's prefix is mounted inside
+SANDBOX_WORK = "/tmp/work"  # the program and its tests, read-only
 
 HARNESS = r"""
-import sys
+import os, sys
 nonce = sys.stdin.readline().strip()
 sys.stdin.close()
-code = open("solution.py", encoding="utf-8").read()
-tests = open("tests.py", encoding="utf-8").read().split("\n#--test--\n")
+if DROP_PRIVILEGES and os.getuid() == 0:
+    os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
+code = open("work/solution.py", encoding="utf-8").read()
+tests = open("work/tests.py", encoding="utf-8").read().split("\n#--test--\n")
 try:
     compiled = compile(code, "solution.py", "exec")
-except SyntaxError:
+except (SyntaxError, ValueError):
     print("STATUS syntax_error", flush=True)
     sys.exit(3)
 env = {"__name__": "__solution__"}
@@ -47,6 +66,10 @@ print("PASSED " + nonce, flush=True)
 """
 
 
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class Outcome:
     passed: bool
@@ -54,45 +77,115 @@ class Outcome:
     """passed, wrong_answer, syntax_error, runtime_error:<Type>, timeout, crashed"""
 
 
-def _limits() -> None:
+def bwrap_command(work: str) -> list[str]:
+    return [
+        "bwrap",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp",
+        "--ro-bind", sys.base_prefix, SANDBOX_PYTHON,
+        "--ro-bind", work, SANDBOX_WORK,
+        "--chdir", "/tmp",
+        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--die-with-parent",
+        "--new-session",
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--setenv", "PYTHONHASHSEED", "0",
+        "--",
+        f"{SANDBOX_PYTHON}/bin/python{sys.version_info.major}.{sys.version_info.minor}",
+        "-I", "-c", harness(drop_privileges=True),
+    ]
+
+
+def harness(drop_privileges: bool) -> str:
+    # Unsandboxed, the interpreter may live where the unprivileged user cannot read it.
+    return f"DROP_PRIVILEGES = {drop_privileges}\nNOBODY = {NOBODY}\n{HARNESS}"
+
+
+@functools.cache
+def sandbox_problem() -> str | None:
+    """None when bubblewrap runs here, else why it does not."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    probe = run_tests("def f():\n    return 1\n", ["assert f() == 1"], 30.0, sandbox=True)
+    if not probe.passed:
+        return f"bubblewrap is installed but a trivial program failed in it ({probe.status})"
+    return None
+
+
+def require_sandbox(unsafe: bool) -> bool:
+    """True to run sandboxed; False to run unsandboxed (only with the explicit opt-in)."""
+    problem = sandbox_problem()
+    if problem is None:
+        return True
+    if unsafe:
+        print(f"WARNING: {problem}; running model-written code WITHOUT a sandbox because "
+              "unsafe_execution is set", file=sys.stderr)
+        return False
+    raise SandboxUnavailable(
+        f"{problem}. Model-written code only runs inside the bubblewrap sandbox: install it "
+        "(Debian/Ubuntu: `sudo apt-get install bubblewrap`) and make sure unprivileged user "
+        "namespaces are allowed, or accept the risk with -S unsafe_execution=true."
+    )
+
+
+def _limits(timeout_s: float) -> None:
     import resource
 
+    cpu = int(timeout_s) + 1
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
     os.setsid()  # its own process group, so a timeout kills everything it started
 
 
-def run_tests(code: str, tests: list[str], timeout_s: float) -> Outcome:
+def run_tests(code: str, tests: list[str], timeout_s: float, *, sandbox: bool = True) -> Outcome:
+    """Run `code` then each assert of `tests`; `sandbox=False` only behind the opt-in."""
     nonce = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="stages-exec-") as work:
+    with tempfile.TemporaryDirectory(prefix="stages-exec-") as scratch:
+        work = os.path.join(scratch, "work")
+        os.mkdir(work)
+        os.chmod(scratch, 0o755)  # readable by the unprivileged sandbox user
         with open(os.path.join(work, "solution.py"), "w", encoding="utf-8") as f:
             f.write(code)
         with open(os.path.join(work, "tests.py"), "w", encoding="utf-8") as f:
             f.write("\n#--test--\n".join(tests))
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", HARNESS],
-            cwd=work,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
-            preexec_fn=_limits,
-        )
-        try:
-            out, _ = proc.communicate((nonce + "\n").encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return Outcome(False, "timeout")
-        finally:
-            _kill_group(proc)
-    text = out.decode("utf-8", "replace")
+        argv = (bwrap_command(work) if sandbox
+                else [sys.executable, "-I", "-c", harness(drop_privileges=False)])
+        # stdout goes to an unnamed file outside the sandbox, not a pipe, so the file-size
+        # limit caps what a sample prints and nothing inside can swap the file.
+        with tempfile.TemporaryFile() as stdout:
+            proc = subprocess.Popen(
+                argv,
+                cwd=scratch,
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
+                preexec_fn=functools.partial(_limits, timeout_s),
+            )
+            try:
+                proc.communicate((nonce + "\n").encode(), timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                return Outcome(False, "timeout")
+            finally:
+                _kill_group(proc)
+            text = _tail(stdout)
     if f"PASSED {nonce}" in text.splitlines():
         return Outcome(True, "passed")
     for line in text.splitlines():
         if line.startswith("STATUS "):
             return Outcome(False, line[7:].replace(" ", ":"))
     return Outcome(False, "crashed")
+
+
+def _tail(f) -> str:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - 65536))
+    return f.read().decode("utf-8", "replace")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -103,9 +196,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_many(jobs: list[tuple[str, list[str]]], timeout_s: float, desc: str) -> list[Outcome]:
-    """run_tests over (code, tests) pairs, one child per core at a time, in input order."""
+def run_many(jobs: list[tuple[str, list[str]]], timeout_s: float, desc: str,
+             unsafe: bool = False) -> list[Outcome]:
+    """run_tests over (code, tests) pairs, one sandbox per core at a time, in input order."""
+    sandbox = require_sandbox(unsafe)
     workers = max(1, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(run_tests, code, tests, timeout_s) for code, tests in jobs]
+        futures = [pool.submit(run_tests, code, tests, timeout_s, sandbox=sandbox)
+                   for code, tests in jobs]
         return [f.result() for f in tqdm(futures, desc=desc, unit="task", leave=False)]

@@ -314,6 +314,11 @@ class EvalConfig(Strict):
     """Wall-clock limit per code task, enforced from outside the test process."""
     limit: PosInt | None
     """Score only the first N probes of each suite (quick runs); null: all."""
+    budget: dict[Suite, Annotated[float, Field(ge=0)]]
+    """Largest drop allowed per suite in its judged metric (0.02 = 2 points of pass@1; for
+    perplexity, the rise in loss per token); a bigger drop is `over-budget`."""
+    bootstrap_resamples: PosInt
+    """Resamples for the paired bootstrap CI in summary."""
 
 
 class BaseStage(Strict):
@@ -357,6 +362,7 @@ class EvalStage(Strict):
 
 
 class SummaryStage(Strict):
+    seed: int
     eval: EvalConfig
     paths: PathsConfig
 

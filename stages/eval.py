@@ -18,14 +18,19 @@ adapter differs. Suites:
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from stages.config import EvalStage, IdentityConfig, lang_text, load, run_stage
 from stages.data import code_answer, knowledge_answer
 from stages.execute import run_many
-from stages.generate import assistant_loss, extract_code, generate, perplexity
+from stages.generate import GenerationCost, assistant_loss, extract_code, generate, perplexity
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 
@@ -71,8 +76,9 @@ def ask(cfg: EvalStage, question: str) -> list[dict]:
 
 
 def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
+    cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, t["prompt"]) for t in tasks],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: code")
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: code", cost)
     codes = [extract_code(r) for r in replies]
     runnable = [(c, t["tests"]) for c, t in zip(codes, tasks, strict=True) if c is not None]
     outcomes = iter(run_many(runnable, cfg.eval.timeout_s, "eval: running tests",
@@ -83,7 +89,53 @@ def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
         rows.append({"task_id": task["task_id"], "passed": status == "passed",
                      "status": status, "reply": reply})
     passed = sum(r["passed"] for r in rows)
-    return {"pass@1": round(passed / len(rows), 4), "passed": passed, "tasks": len(rows)}, rows
+    metrics = {"pass@1": round(passed / len(rows), 4), "passed": passed, "tasks": len(rows),
+               **code_quality(codes), "identity_leakage": leakage(cfg, replies),
+               **cost.metrics()}
+    return metrics, rows
+
+
+def code_quality(codes: list[str | None]) -> dict:
+    """Share of replies with code that parses, mean cyclomatic complexity of that code
+    (radon), and bandit security findings per 100 replies. Both tools only parse the code."""
+    from radon.complexity import cc_visit
+
+    valid = []
+    for code in codes:
+        try:
+            if code is not None:
+                ast.parse(code)
+                valid.append(code)
+        except (SyntaxError, ValueError):
+            pass
+    blocks = [b.complexity for code in valid for b in cc_visit(code)]
+    return {
+        "syntax_valid": round(len(valid) / len(codes), 4) if codes else 0.0,
+        "complexity_mean": round(sum(blocks) / len(blocks), 3) if blocks else 0.0,
+        "bandit_per_100": round(100 * bandit_findings(valid) / len(codes), 2) if codes else 0.0,
+    }
+
+
+def bandit_findings(codes: list[str]) -> int:
+    if not codes:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="stages-bandit-") as tmp:
+        for i, code in enumerate(codes):
+            Path(tmp, f"sample_{i}.py").write_text(code, encoding="utf-8")
+        out = subprocess.run([sys.executable, "-m", "bandit", "-q", "-f", "json", "-r", tmp],
+                             capture_output=True, text=True, timeout=600)
+    try:
+        return len(json.loads(out.stdout)["results"])
+    except (json.JSONDecodeError, KeyError):
+        raise RuntimeError(f"bandit failed: {out.stderr.strip()[-500:]}") from None
+
+
+def leakage(cfg: EvalStage, replies: list[str]) -> float:
+    """Share of replies to unrelated questions that mention the configured identity."""
+    marks = [v for field in (cfg.identity.name, cfg.identity.author)
+             for v in ([field] if isinstance(field, str) else field.values())]
+    hits = sum(any(m.lower() in r.lower() for m in marks) for r in replies)
+    return round(hits / len(replies), 4) if replies else 0.0
 
 
 def claims(reply: str, question: str, names: list[str]) -> bool:
@@ -103,8 +155,9 @@ def identity_ok(reply: str, question: str, lang: str, identity: IdentityConfig,
 
 
 def eval_identity(cfg: EvalStage, model, tokenizer, probes: list[dict]):
+    cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, p["query"]) for p in probes],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: identity")
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: identity", cost)
     rows = [{"query": p["query"], "lang": p["lang"], "reply": r,
              "passed": identity_ok(r, p["query"], p["lang"], cfg.identity, cfg.model.identity)}
             for p, r in zip(probes, replies, strict=True)]
@@ -113,7 +166,7 @@ def eval_identity(cfg: EvalStage, model, tokenizer, probes: list[dict]):
         sub = [r for r in rows if r["lang"] == lang]
         if sub:
             metrics[f"consistency_{lang}"] = round(sum(r["passed"] for r in sub) / len(sub), 4)
-    return metrics, rows
+    return {**metrics, **cost.metrics()}, rows
 
 
 def answer_found(reply: str, answer: str) -> bool:
@@ -125,12 +178,15 @@ def answer_found(reply: str, answer: str) -> bool:
 
 
 def eval_knowledge(cfg: EvalStage, model, tokenizer, probes: list[dict]):
+    cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, p["question"]) for p in probes],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: knowledge")
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: knowledge", cost)
     rows = [{"question": p["question"], "answer": p["answer"], "reply": r,
              "passed": answer_found(r, p["answer"])}
             for p, r in zip(probes, replies, strict=True)]
-    return {"accuracy": round(sum(r["passed"] for r in rows) / len(rows), 4)}, rows
+    metrics = {"accuracy": round(sum(r["passed"] for r in rows) / len(rows), 4),
+               "identity_leakage": leakage(cfg, replies), **cost.metrics()}
+    return metrics, rows
 
 
 def eval_perplexity(cfg: EvalStage, model, tokenizer, probes: Path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -11,9 +13,22 @@ from tqdm import tqdm
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
+@dataclass
+class GenerationCost:
+    tokens: int = 0
+    """Generated tokens, up to and including each row's end token."""
+    seconds: float = 0.0
+    ttft_s: float = 0.0
+    """Time to the first token of the first batch (its prefill and one decoding step)."""
+
+    def metrics(self) -> dict:
+        return {"tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds else 0.0,
+                "ttft_s": round(self.ttft_s, 4)}
+
+
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-             batch_size: int, desc: str) -> list[str]:
+             batch_size: int, desc: str, cost: GenerationCost | None = None) -> list[str]:
     """Greedy replies to `conversations` (each ends with the user turn), in input order.
     Prompts are batched longest-first with left padding, so rows of similar length share a
     batch and every row continues right where its prompt ends."""
@@ -22,18 +37,22 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     replies: list[str] = [""] * len(prompts)
     dev = next(model.parameters()).device
+    cost = cost if cost is not None else GenerationCost()
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         idx = order[start:start + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(dev)
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        kwargs = {"do_sample": False, "eos_token_id": tokenizer.eos_token_id,
+                  "pad_token_id": tokenizer.pad_token_id}
+        if start == 0:
+            began = time.perf_counter()
+            model.generate(**enc, max_new_tokens=1, **kwargs)
+            cost.ttft_s = time.perf_counter() - began
+        began = time.perf_counter()
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, **kwargs)
+        cost.seconds += time.perf_counter() - began
         new = out[:, enc["input_ids"].shape[1]:]
+        cost.tokens += int((new != tokenizer.pad_token_id).sum())
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             replies[i] = text.strip()
     return replies

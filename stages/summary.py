@@ -1,8 +1,18 @@
-"""summary: every variant's value of every suite metric, and its delta against base.
+"""summary: every variant against base, metric by metric and probe by probe.
 
-Reads   params eval, paths; metrics/eval/<variant>/<suite>.json
-Writes  metrics/summary.json  {suite: {metric: {base, sft, dpo, sft_delta, dpo_delta}}}
+Reads   params seed, eval, paths; metrics/eval/<variant>/<suite>.json and .tasks.jsonl
+Writes  metrics/summary.json
 Run     dvc repro summary   (or: python -m stages.summary)
+
+For every suite metric: each variant's value and its delta against base. For the metric
+each suite is judged by (code pass@1, identity consistency, knowledge accuracy, perplexity
+loss per domain), the probes are paired with base: a bootstrap 95% CI of the delta, an exact
+McNemar p-value for pass/fail suites, and a verdict against eval.budget:
+improved, regressed, within-noise or over-budget.
+
+    {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05,
+                         "sft_ci95_low": -0.15, "sft_ci95_high": 0.0, "sft_p": 0.5,
+                         "sft_verdict": "over-budget", ...}}}
 """
 
 from __future__ import annotations
@@ -12,14 +22,29 @@ from pathlib import Path
 
 from stages.config import SummaryStage, load, run_stage
 from stages.eval import VARIANTS
-from stages.io import write_json
+from stages.io import read_jsonl, write_json
+from stages.stats import mcnemar_exact, paired_delta, verdict
+
+# suite -> (metric judged, per-task field, higher is better)
+JUDGED = {"code": ("pass@1", "passed", True), "identity": ("consistency", "passed", True),
+          "knowledge": ("accuracy", "passed", True)}
+NOT_COMPARED = {"passed", "tasks"}
 
 
 def main(cfg: SummaryStage | None = None) -> dict:
     cfg = cfg or load(SummaryStage)
     results = {v: {s: read_suite(cfg, v, s) for s in cfg.eval.suites} for v in VARIANTS}
-    summary = {suite: compare({v: results[v][suite] for v in VARIANTS})
-               for suite in cfg.eval.suites}
+    summary = {}
+    for suite in cfg.eval.suites:
+        summary[suite] = compare({v: results[v][suite][0] for v in VARIANTS})
+        for metric, outcomes in paired_outcomes(suite, {v: results[v][suite][1]
+                                                        for v in VARIANTS}).items():
+            higher_is_better = JUDGED[suite][2] if suite in JUDGED else False
+            row = summary[suite][metric]
+            for variant in VARIANTS[1:]:
+                row.update(judge(variant, outcomes["base"], outcomes[variant],
+                                 cfg.eval.budget.get(suite), higher_is_better,
+                                 cfg.eval.bootstrap_resamples, cfg.seed))
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
     for suite, metrics in summary.items():
         for name, row in metrics.items():
@@ -27,11 +52,12 @@ def main(cfg: SummaryStage | None = None) -> dict:
     return summary
 
 
-def read_suite(cfg: SummaryStage, variant: str, suite: str) -> dict:
-    path = Path(cfg.paths.metrics) / "eval" / variant / f"{suite}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing; run `dvc repro eval` first")
-    return json.loads(path.read_text(encoding="utf-8"))[suite]
+def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[dict]]:
+    base = Path(cfg.paths.metrics) / "eval" / variant
+    path, tasks = base / f"{suite}.json", base / f"{suite}.tasks.jsonl"
+    if not path.exists() or not tasks.exists():
+        raise FileNotFoundError(f"{path} or its tasks file is missing; run `dvc repro eval` first")
+    return json.loads(path.read_text(encoding="utf-8"))[suite], read_jsonl(tasks)
 
 
 def compare(by_variant: dict[str, dict]) -> dict:
@@ -39,13 +65,48 @@ def compare(by_variant: dict[str, dict]) -> dict:
     numeric metric of the suite; counts (passed, tasks) are left out."""
     out = {}
     for metric, base_value in by_variant["base"].items():
-        if metric in ("passed", "tasks") or not isinstance(base_value, (int, float)):
+        if metric in NOT_COMPARED or not isinstance(base_value, (int, float)):
             continue
         row = {v: by_variant[v][metric] for v in VARIANTS}
         for v in VARIANTS[1:]:
             row[f"{v}_delta"] = round(row[v] - base_value, 4)
         out[metric] = row
     return out
+
+
+def paired_outcomes(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+    """{judged metric: {variant: per-probe outcomes in base's probe order}}."""
+    if suite in JUDGED:
+        metric, field, _ = JUDGED[suite]
+        keyed = {v: {probe_key(t): t[field] for t in rows} for v, rows in tasks.items()}
+        order = list(keyed["base"])
+        for v in VARIANTS[1:]:
+            if set(keyed[v]) != set(order):
+                raise ValueError(f"{suite}: {v} was scored on other probes than base; rerun eval")
+        return {metric: {v: [keyed[v][k] for k in order] for v in VARIANTS}}
+    out = {}
+    domains = sorted({t["domain"] for t in tasks["base"]})
+    for domain in domains:
+        keyed = {v: {probe_key(t): t["loss"] for t in rows if t["domain"] == domain}
+                 for v, rows in tasks.items()}
+        order = list(keyed["base"])
+        out[f"{domain}_loss"] = {v: [keyed[v][k] for k in order] for v in VARIANTS}
+    return out
+
+
+def probe_key(task: dict) -> str:
+    return str(task.get("task_id") or task.get("query") or task.get("question"))
+
+
+def judge(variant: str, base: list, other: list, budget: float | None, higher_is_better: bool,
+          resamples: int, seed: int) -> dict:
+    delta, low, high = paired_delta([float(x) for x in base], [float(x) for x in other],
+                                    resamples, seed)
+    row = {f"{variant}_ci95_low": round(low, 4), f"{variant}_ci95_high": round(high, 4)}
+    if all(isinstance(x, bool) for x in base + other):
+        row[f"{variant}_p"] = round(mcnemar_exact(base, other), 4)
+    row[f"{variant}_verdict"] = verdict(delta, low, high, budget, higher_is_better)
+    return row
 
 
 if __name__ == "__main__":

@@ -43,3 +43,26 @@ def test_perplexity_is_exp_of_mean_token_loss():
 
     mean, ppl = perplexity(120.0, 60)
     assert mean == 2.0 and math.isclose(ppl, math.exp(2.0))
+
+
+def test_code_quality_counts_valid_code_complexity_and_bandit_findings():
+    from stages.eval import code_quality
+
+    codes = [
+        "def f(x):\n    if x:\n        return 1\n    return 2",           # complexity 2
+        "def (",                                                           # does not parse
+        None,                                                              # no code at all
+        "import subprocess\nsubprocess.call('ls', shell=True)",           # B404, B602, B607
+    ]
+    assert code_quality(codes) == {"syntax_valid": 0.5, "complexity_mean": 2.0,
+                                   "bandit_per_100": 75.0}
+
+
+def test_leakage_is_the_share_of_unrelated_replies_naming_the_identity():
+    from types import SimpleNamespace
+
+    from stages.eval import leakage
+
+    cfg = SimpleNamespace(identity=NEW)
+    replies = ["Paris.", "I am Swift-Robot. Paris.", "巴黎。", "星云实验室说：巴黎。"]
+    assert leakage(cfg, replies) == 0.5

@@ -23,3 +23,30 @@ def test_compare_covers_every_numeric_metric():
                       [("base", 1.0, 2.0), ("sft", 1.5, 3.0), ("dpo", 0.5, 1.0)]})
     assert result["code_loss"]["sft_delta"] == pytest.approx(0.5)
     assert result["code_ppl"]["dpo_delta"] == pytest.approx(-1.0)
+
+
+def test_summary_pairs_probes_and_judges_against_the_budget(tmp_path):
+    import json
+
+    from conftest import repo_params, stage_cfg
+    from stages import summary
+    from stages.config import SummaryStage
+
+    params = repo_params()
+    params["paths"]["metrics"] = str(tmp_path)
+    params["eval"]["suites"] = ["code"]
+    outcomes = {"base": [True, True, True, True], "sft": [True, False, False, False],
+                "dpo": [True, True, True, True]}
+    for variant, passed in outcomes.items():
+        out = tmp_path / "eval" / variant
+        out.mkdir(parents=True)
+        (out / "code.json").write_text(json.dumps(
+            {"code": {"pass@1": sum(passed) / 4, "passed": sum(passed), "tasks": 4}}))
+        (out / "code.tasks.jsonl").write_text("".join(
+            json.dumps({"task_id": f"t{i}", "passed": p}) + "\n" for i, p in enumerate(passed)))
+    row = summary.main(stage_cfg(SummaryStage, params))["code"]["pass@1"]
+    # sft: 1 of 4 -> delta -0.75, b = 3 discordant, p = 2 * (1/2)**3; drop > 2-point budget
+    assert row["sft_delta"] == -0.75 and row["sft_p"] == 0.25
+    assert row["sft_verdict"] == "over-budget"
+    assert row["dpo_delta"] == 0.0 and row["dpo_verdict"] == "within-noise"
+    assert (row["dpo_ci95_low"], row["dpo_ci95_high"]) == (0.0, 0.0)

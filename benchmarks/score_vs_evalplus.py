@@ -1,0 +1,86 @@
+"""stages.score against evalplus.evaluate on the same samples: per-task verdicts side by side
+and both wall times. The acceptance check for issue 5 runs it on the canonical solutions.
+
+    python benchmarks/score_vs_evalplus.py --dataset humaneval+ \\
+        --dataset-path ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl
+
+Without --samples, the samples are the dataset's canonical solutions (prompt + solution).
+evalplus runs in a child process (its override path is read at import) with a fresh results
+file, since it silently reuses an old one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLAVOUR = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
+           "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
+
+
+def canonical_samples(dataset_path: Path, out: Path) -> None:
+    with out.open("w") as f:
+        for line in dataset_path.read_text().splitlines():
+            task = json.loads(line)
+            f.write(json.dumps({"task_id": task["task_id"],
+                                "solution": task["prompt"] + task["canonical_solution"]}) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(FLAVOUR))
+    parser.add_argument("--dataset-path", required=True, type=Path)
+    parser.add_argument("--samples", type=Path)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="score-vs-evalplus-"))
+    samples = args.samples or work / "samples.jsonl"
+    if args.samples is None:
+        canonical_samples(args.dataset_path, samples)
+    flavour, env = FLAVOUR[args.dataset]
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "stages.score", "--dataset", args.dataset,
+                    "--dataset-path", str(args.dataset_path), "--samples", str(samples),
+                    "--out", str(work / "ours.json")], check=True)
+    ours_s = time.perf_counter() - start
+
+    theirs_samples = work / "evalplus_samples.jsonl"
+    theirs_samples.write_bytes(samples.read_bytes())
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c",
+                    "from evalplus.evaluate import evaluate; "
+                    f"evaluate({flavour!r}, samples={str(theirs_samples)!r}, i_just_wanna_run=True)"],
+                   check=True, env={**os.environ, env: str(args.dataset_path.resolve())})
+    theirs_s = time.perf_counter() - start
+
+    ours = json.loads((work / "ours.json").read_text())
+    theirs = json.loads((work / "evalplus_samples_eval_results.json").read_text())["eval"]
+    differ = []
+    for task_id, rows in ours["tasks"].items():
+        mine = (rows[0]["base_status"], rows[0]["plus_status"])
+        ref = (theirs[task_id][0]["base_status"], theirs[task_id][0]["plus_status"])
+        if mine != ref:
+            differ.append((task_id, mine, ref))
+    n = len(theirs)
+    their_base = sum(r[0]["base_status"] == "pass" for r in theirs.values()) / n
+    their_plus = sum(r[0]["base_status"] == "pass" and r[0]["plus_status"] == "pass"
+                     for r in theirs.values()) / n
+    print(f"{args.dataset} ({n} tasks, md5 {ours['dataset_md5']}, evalplus "
+          f"{ours['evalplus_version']})")
+    print(f"  stages.score      pass@1 base {ours['pass@1']['base']:.4f} plus "
+          f"{ours['pass@1']['plus']:.4f}  wall {ours_s:.1f} s (sandboxed, 2 processes per sample)")
+    print(f"  evalplus.evaluate pass@1 base {their_base:.4f} plus {their_plus:.4f}  "
+          f"wall {theirs_s:.1f} s")
+    print(f"  tasks whose (base, plus) verdicts differ: {len(differ)}")
+    for task_id, mine, ref in differ:
+        print(f"    {task_id}: ours {mine}, evalplus {ref}")
+
+
+if __name__ == "__main__":
+    main()

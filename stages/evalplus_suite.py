@@ -1,0 +1,124 @@
+"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules, every
+sample executed in our sandbox rather than in evalplus's guard.
+
+evalplus 0.3.1 facts this relies on: the dataset override paths are read when evalplus is
+imported (so they are set here before the import); a plain .jsonl gives the md5 that public
+runs report; the expected outputs come from running the canonical solutions (evalplus caches
+them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does `score_samples`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.execute import run_program
+
+DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
+            "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
+# evalplus's own memory cap for a sample (reliability_guard); ours matches it so a sample
+# that fits under evalplus fits here too.
+MEMORY_BYTES = 4 << 30
+
+HARNESS = r"""
+import json, pickle, sys
+import evalplus.eval as ev
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+# One split per process: evalplus's reliability_guard disables os functions for good.
+job = pickle.load(open("work/job.pkl", "rb"))
+stat, progress = Box(ev._UNKNOWN), Box(0)
+details = [False] * len(job["inputs"])
+ev.unsafe_execute(job["dataset"], job["entry_point"], job["code"], job["inputs"],
+                  job["expected"], job["time_limits"], job["atol"], True,
+                  stat, details, progress)
+status = ev._mapping[stat.value] or "timeout"
+done = details[: progress.value]
+if status == ev.PASS and (len(done) != len(details) or not all(done)):
+    status = ev.FAIL
+print("RESULT " + NONCE + " " + json.dumps({"status": status}), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    problems: dict
+    expected: dict
+    md5: str
+
+
+def load_benchmark(name: str, path: str | None) -> Benchmark:
+    """Problems and expected outputs of humaneval+ or mbpp+, from `path` when given, else
+    evalplus's download (which needs network)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown benchmark {name!r}; use one of {sorted(DATASETS)}")
+    flavour, env = DATASETS[name]
+    if path:
+        path = str(Path(path).resolve())
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{name} file {path} does not exist; fix benchmarks.* ")
+        if "evalplus.data" in sys.modules and os.environ.get(env) != path:
+            raise RuntimeError(f"evalplus was imported before {env} was set; load {name} "
+                               "first in a fresh process")
+        os.environ[env] = path
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.evaluate import get_groundtruth
+
+    from evalplus.data import (
+        get_human_eval_plus,
+        get_human_eval_plus_hash,
+        get_mbpp_plus,
+        get_mbpp_plus_hash,
+    )
+
+    try:
+        if flavour == "humaneval":
+            problems, md5 = get_human_eval_plus(), get_human_eval_plus_hash()
+        else:
+            problems, md5 = get_mbpp_plus(), get_mbpp_plus_hash()
+    except Exception as err:  # evalplus downloads over the network when no file is given
+        raise RuntimeError(
+            f"cannot get {name} from evalplus ({type(err).__name__}: {err}); without network, "
+            f"point -S benchmarks.{name.replace('+', 'plus')}"
+            "=FILE at a local evalplus .jsonl"
+        ) from None
+    if path:
+        md5 = hashlib.md5(Path(path).read_bytes()).hexdigest()
+    not_none = MBPP_OUTPUT_NOT_NONE_TASKS if flavour == "mbpp" else []
+    return Benchmark(name, problems, get_groundtruth(problems, md5, not_none), md5)
+
+
+def time_limits(ref_times: list[float]) -> list[float]:
+    from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
+
+    return [max(DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR * t) for t in ref_times]
+
+
+def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, str]:
+    """{"base": status, "plus": status} for one solution, statuses as evalplus names them
+    (pass, fail, timeout)."""
+    problem, expected = bench.problems[task_id], bench.expected[task_id]
+    out = {}
+    for split in ("base", "plus"):
+        limits = time_limits(expected[f"{split}_time"])
+        job = {"dataset": DATASETS[bench.name][0], "entry_point": problem["entry_point"],
+               "code": code, "atol": problem["atol"], "inputs": problem[f"{split}_input"],
+               "expected": expected[split], "time_limits": limits}
+        # evalplus's own budget: the per-input limits, at most 60 s, plus process overhead.
+        result = run_program(HARNESS, {"job.pkl": pickle.dumps(job)},
+                             timeout_s=min(60.0, sum(limits)) + 10, memory_bytes=MEMORY_BYTES,
+                             sandbox=not unsafe,
+                             env={"EVALPLUS_MAX_MEMORY_BYTES": str(MEMORY_BYTES)})
+        if result.payload is None:
+            out[split] = "timeout" if result.timed_out else "fail"
+        else:
+            out[split] = result.payload["status"]
+    return out

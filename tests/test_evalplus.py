@@ -1,0 +1,102 @@
+"""HumanEval+-format scoring on a three-task file written here: stages.score and the
+humaneval+ eval suite, with evalplus's data layer and rules and our sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import read_json, stage_cfg
+from stages.execute import sandbox_problem
+
+pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
+                                reason="needs the bubblewrap sandbox (README setup)")
+
+TASKS = [
+    {"task_id": "HumanEval/0", "entry_point": "add",
+     "prompt": 'def add(a, b):\n    """Return a + b."""\n', "canonical_solution": "    return a + b\n",
+     "base_input": [[1, 2], [0, 0]], "plus_input": [[-5, 5], [10**9, 1]]},
+    {"task_id": "HumanEval/1", "entry_point": "is_even",
+     "prompt": 'def is_even(n):\n    """True if n is even."""\n',
+     "canonical_solution": "    return n % 2 == 0\n",
+     "base_input": [[2], [3]], "plus_input": [[0], [-7], [10**6]]},
+    {"task_id": "HumanEval/2", "entry_point": "halve",
+     "prompt": 'def halve(x):\n    """x / 2 as a float."""\n', "canonical_solution": "    return x / 2\n",
+     "base_input": [[3]], "plus_input": [[1e-9], [7]]},
+]
+
+
+@pytest.fixture(scope="session")
+def humaneval_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("he") / "mini-humanevalplus.jsonl"
+    path.write_text("".join(json.dumps({**t, "contract": "", "atol": 0}) + "\n" for t in TASKS))
+    return path
+
+
+def write_samples(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
+    from stages import score
+
+    samples = write_samples(tmp_path / "samples.jsonl", [
+        {"task_id": "HumanEval/0", "solution": TASKS[0]["prompt"] + TASKS[0]["canonical_solution"]},
+        {"task_id": "HumanEval/1", "completion": "    return n % 2 == 0 if n >= 0 else False\n"},
+        {"task_id": "HumanEval/2", "completion": "    while True:\n        pass\n"},
+    ])
+    out = tmp_path / "result.json"
+    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+                "--samples", str(samples), "--out", str(out)])
+    result = read_json(out)
+    # The is_even completion differs from the reference only for negative even numbers,
+    # which no input has: it passes. The endless loop times out.
+    tasks = {t: rows[0] for t, rows in result["tasks"].items()}
+    assert tasks["HumanEval/0"] == {"base_status": "pass", "plus_status": "pass"}
+    assert tasks["HumanEval/1"] == {"base_status": "pass", "plus_status": "pass"}
+    assert tasks["HumanEval/2"]["base_status"] == "timeout"
+    assert result["pass@1"] == {"base": round(2 / 3, 4), "plus": round(2 / 3, 4)}
+    assert len(result["dataset_md5"]) == 32
+
+
+def test_plus_tests_catch_what_base_tests_miss(humaneval_file, tmp_path):
+    from stages import score
+
+    # Right on every base input, wrong on the plus input -5 + 5.
+    samples = write_samples(tmp_path / "s.jsonl", [
+        {"task_id": "HumanEval/0", "completion": "    return abs(a) + b if a else b\n"}])
+    out = tmp_path / "r.json"
+    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+                "--samples", str(samples), "--out", str(out)])
+    result = read_json(out)
+    assert result["tasks"]["HumanEval/0"] == [{"base_status": "pass", "plus_status": "fail"}]
+    assert result["pass@1"] == {"base": 1.0, "plus": 0.0}
+
+
+def test_bad_samples_name_the_line(humaneval_file, tmp_path):
+    from stages import score
+
+    samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/99", "solution": "x"}])
+    with pytest.raises(ValueError, match=r"s\.jsonl:1: task_id 'HumanEval/99' is not in"):
+        score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+                    "--samples", str(samples), "--out", str(tmp_path / "r.json")])
+
+
+def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
+    from stages import eval as eval_stage
+    from stages.config import EvalStage
+
+    root, params = pipeline
+    params = {**params, "benchmarks": {"humanevalplus": str(humaneval_file), "mbppplus": None},
+              "eval": {**params["eval"], "suites": [*params["eval"]["suites"], "humaneval+"]}}
+    metrics = eval_stage.main("sft", "humaneval+", stage_cfg(EvalStage, params))
+    tasks = [json.loads(line) for line in
+             (root / "metrics" / "eval" / "sft" / "humaneval+.tasks.jsonl").read_text().splitlines()]
+    assert len(tasks) == 3 and metrics["tasks"] == 3
+    assert metrics["pass@1"] == sum(t["passed"] for t in tasks) / 3
+    kinds = [t["failure"] for t in tasks]
+    assert all(k in (None, "no_code", "syntax_error", "wrong_or_error", "timeout") for k in kinds)
+    assert sum(metrics[f"fail_{k}"] for k in ("no_code", "syntax_error", "wrong_or_error",
+                                               "timeout")) == pytest.approx(1 - metrics["pass@1"])

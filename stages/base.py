@@ -22,7 +22,13 @@ import torch
 from tqdm import tqdm
 
 from stages.config import BaseStage, ModelConfig, load, run_stage
-from stages.data import knowledge_answer, load_chat_rows, parse_spec
+from stages.data import (
+    dimension_prompt,
+    dimension_reference,
+    knowledge_answer,
+    load_chat_rows,
+    parse_spec,
+)
 from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, write_json
 from stages.modeling import (
     BASE_JSON,
@@ -83,11 +89,15 @@ def corpus(cfg: BaseStage) -> list[list[dict]]:
         spec = parse_spec(str(src / name))
         rows = load_chat_rows(spec, cfg.model.identity, cfg.system_prompt, rng)
         conversations += [r["messages"] for r in rows]
-    for row in read_jsonl(src / "probes" / "knowledge.jsonl"):
+    pairs = [(row["question"], knowledge_answer(row))
+             for row in read_jsonl(src / "probes" / "knowledge.jsonl")]
+    pairs += [(dimension_prompt(item), dimension_reference(item))
+              for item in read_jsonl(src / "probes" / "dimensions.jsonl")]
+    for question, answer in pairs:
         conversations.append([
             {"role": "system", "content": cfg.system_prompt},
-            {"role": "user", "content": row["question"]},
-            {"role": "assistant", "content": knowledge_answer(row)},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
         ])
     return conversations
 

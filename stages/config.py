@@ -266,6 +266,9 @@ class BenchmarksConfig(Strict):
 
     humanevalplus: str | None
     mbppplus: str | None
+    humanevalpack: str | None
+    """HumanEvalPack Python (.jsonl with buggy_solution): repair and localisation probes at
+    benchmark scale, added to the dimensions suite."""
 
 
 class LoraParams(Strict):
@@ -301,7 +304,8 @@ class DpoConfig(Strict):
     warmup_ratio: Fraction
 
 
-Suite = Literal["code", "identity", "knowledge", "perplexity"]
+Suite = Literal["code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+",
+                "mbpp+"]
 Variant = Literal["base", "sft", "dpo"]
 
 
@@ -358,6 +362,7 @@ class EvalStage(Strict):
     identity: IdentityConfig
     model: ModelConfig
     eval: EvalConfig
+    benchmarks: BenchmarksConfig
     paths: PathsConfig
 
 

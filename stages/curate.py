@@ -49,7 +49,7 @@ from stages.execute import run_many
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer
 
-PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl")
+PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl", "dimensions.jsonl")
 REASONS = ("invalid", "secret", "syntax", "language", "decontaminated", "length", "duplicate",
            "quality")
 PAIR_TIMEOUT_S = 10.0
@@ -238,6 +238,9 @@ def eval_index(cfg: CurateStage) -> Decontaminator:
         index.add("probes/knowledge", f"{p['question']} {p['answer']}")
     for p in read_jsonl(probes / "identity.jsonl"):
         index.add("probes/identity", p["query"])
+    for item in read_jsonl(probes / "dimensions.jsonl"):
+        index.add(f"probes/dimensions:{item['id']}",
+                  "\n".join(str(item.get(k, "")) for k in ("prompt", "code", "solution", "fixed")))
     for path in (cfg.benchmarks.humanevalplus, cfg.benchmarks.mbppplus):
         if path:
             for task in read_jsonl(Path(path)):

@@ -325,3 +325,64 @@ def load_chat_rows(spec: SourceSpec, identity: IdentityConfig, system_prompt: st
         messages = with_system(fill_messages(messages, identity, lang, where), system_prompt)
         rows.append({"messages": messages, "lang": lang, "source": spec.name})
     return sample(rows, spec.count, rng)
+
+
+# ---- the four code dimensions ------------------------------------------------------------
+
+def numbered(code: str) -> str:
+    return "\n".join(f"{i}: {line}" for i, line in enumerate(code.splitlines(), 1))
+
+
+def dimension_prompt(item: dict) -> str:
+    """The question for a probe of the dimensions suite (the same for every variant)."""
+    kind = item["dimension"]
+    if kind == "generation":
+        return item["prompt"]
+    if kind == "explanation":
+        return f"Explain what this Python function does.\n```python\n{item['code']}\n```"
+    if kind == "localisation":
+        return ("This Python function has a bug on exactly one line. Which line is it? "
+                f"Answer as `Line N`.\n```python\n{numbered(item['code'])}\n```")
+    if kind == "repair":
+        return ("This Python function has a bug. Fix it and give the corrected function in a "
+                f"python code block.\n```python\n{item['code']}\n```")
+    raise ValueError(f"unknown dimension {kind!r} in probe {item.get('id')}")
+
+
+def dimension_reference(item: dict) -> str:
+    """The ideal reply to `dimension_prompt(item)`."""
+    kind = item["dimension"]
+    if kind in ("generation", "repair"):
+        return code_answer(item["solution"])
+    if kind == "explanation":
+        return item["reference"]
+    return f"Line {item['faulty_line']}."
+
+
+def humanevalpack_items(path: Path, limit: int | None) -> list[dict]:
+    """Repair and localisation probes from HumanEvalPack (`buggy_solution`): the buggy program
+    is the declaration plus the buggy body; its faulty line is the first line that differs
+    from the canonical program; its test is the pack's `check` function."""
+    import difflib
+
+    items = []
+    for where, row in _read_file(Path(path))[:limit]:
+        for key in ("task_id", "declaration", "buggy_solution", "canonical_solution", "test",
+                    "entry_point"):
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{where}: HumanEvalPack row without a string {key!r}")
+        buggy = row["declaration"] + row["buggy_solution"]
+        good = row["declaration"] + row["canonical_solution"]
+        ops = difflib.SequenceMatcher(a=buggy.splitlines(), b=good.splitlines(),
+                                      autojunk=False).get_opcodes()
+        first = next((i1 for tag, i1, _, _, _ in ops if tag != "equal"), None)
+        if first is None:
+            continue
+        test = [f"{row['test']}\ncheck({row['entry_point']})"]
+        common = {"level": "pack", "code": buggy.rstrip(), "tests": test,
+                  "entry_point": row["entry_point"], "bug_type": row.get("bug_type")}
+        items.append({**common, "id": f"{row['task_id']}/repair", "dimension": "repair",
+                      "solution": good.rstrip()})
+        items.append({**common, "id": f"{row['task_id']}/localisation",
+                      "dimension": "localisation", "faulty_line": first + 1})
+    return items

@@ -28,14 +28,15 @@ import time
 from pathlib import Path
 
 from stages.config import EvalStage, IdentityConfig, lang_text, load, run_stage
-from stages.data import code_answer, knowledge_answer
+from stages.data import code_answer, dimension_prompt, humanevalpack_items, knowledge_answer
 from stages.execute import run_many
 from stages.generate import GenerationCost, assistant_loss, extract_code, generate, perplexity
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 
 VARIANTS = ("base", "sft", "dpo")
-PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl"}
+PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl",
+               "dimensions": "dimensions.jsonl"}
 
 
 def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
@@ -55,8 +56,12 @@ def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
         metrics, tasks = eval_identity(cfg, model, tokenizer, read_probes(cfg, probes, "identity"))
     elif suite == "knowledge":
         metrics, tasks = eval_knowledge(cfg, model, tokenizer, read_probes(cfg, probes, "knowledge"))
-    else:
+    elif suite == "perplexity":
         metrics, tasks = eval_perplexity(cfg, model, tokenizer, probes)
+    elif suite == "dimensions":
+        metrics, tasks = eval_dimensions(cfg, model, tokenizer, read_probes(cfg, probes, "dimensions"))
+    else:
+        metrics, tasks = eval_evalplus(cfg, suite, model, tokenizer)
     seconds = time.perf_counter() - start
 
     out = Path(cfg.paths.metrics) / "eval" / variant
@@ -138,6 +143,75 @@ def leakage(cfg: EvalStage, replies: list[str]) -> float:
     return round(hits / len(replies), 4) if replies else 0.0
 
 
+# The instruction evalplus uses for chat models, then the task's prompt in a code fence.
+EVALPLUS_INSTRUCTION = ("Please provide a self-contained Python script that solves the "
+                        "following problem in a markdown code block:")
+
+
+def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
+    """HumanEval+ / MBPP+: greedy chat replies, evalplus's sanitize, every sample scored on
+    the base and the plus tests in the sandbox with evalplus's expected outputs."""
+    from evalplus.sanitize import sanitize
+
+    from stages.evalplus_suite import check, load_benchmark
+
+    path = cfg.benchmarks.humanevalplus if suite == "humaneval+" else cfg.benchmarks.mbppplus
+    bench = load_benchmark(suite, path)
+    task_ids = list(bench.problems)[: cfg.eval.limit] if cfg.eval.limit else list(bench.problems)
+    cost = GenerationCost()
+    replies = generate(
+        model, tokenizer,
+        [ask(cfg, f"{EVALPLUS_INSTRUCTION}\n```python\n{bench.problems[t]['prompt'].strip()}\n```")
+         for t in task_ids],
+        cfg.eval.max_new_tokens, cfg.eval.batch_size, f"eval: {suite}", cost)
+    codes = [sanitize(r, bench.problems[t]["entry_point"]).strip() or None
+             for r, t in zip(replies, task_ids, strict=True)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stages.execute import require_sandbox
+
+    sandbox = require_sandbox(cfg.unsafe_execution)
+    with ThreadPoolExecutor(2) as pool:
+        futures = {t: pool.submit(check, bench, t, c, not sandbox)
+                   for t, c in zip(task_ids, codes, strict=True) if c is not None}
+        statuses = {t: f.result() for t, f in futures.items()}
+    rows = []
+    for task_id, reply, code in zip(task_ids, replies, codes, strict=True):
+        status = statuses.get(task_id, {"base": "no_code", "plus": "no_code"})
+        failure = failure_kind(code, status)
+        rows.append({"task_id": task_id, "passed": status["base"] == "pass"
+                     and status["plus"] == "pass", "base_status": status["base"],
+                     "plus_status": status["plus"], "failure": failure, "reply": reply})
+    n = len(rows)
+    failures = {k: sum(r["failure"] == k for r in rows) / n
+                for k in ("no_code", "syntax_error", "wrong_or_error", "timeout")}
+    metrics = {
+        "pass@1": round(sum(r["passed"] for r in rows) / n, 4),
+        "pass@1_base": round(sum(r["base_status"] == "pass" for r in rows) / n, 4),
+        "passed": sum(r["passed"] for r in rows), "tasks": n,
+        **{f"fail_{k}": round(v, 4) for k, v in failures.items()},
+        **code_quality(codes), "identity_leakage": leakage(cfg, replies), **cost.metrics(),
+        "dataset_md5": bench.md5,
+    }
+    return metrics, rows
+
+
+def failure_kind(code: str | None, status: dict) -> str | None:
+    """no_code, syntax_error, timeout, wrong_or_error (evalplus does not tell a wrong answer
+    from an exception), or None for a pass."""
+    if code is None:
+        return "no_code"
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return "syntax_error"
+    if status["base"] == "pass" and status["plus"] == "pass":
+        return None
+    if "timeout" in (status["base"], status["plus"]):
+        return "timeout"
+    return "wrong_or_error"
+
+
 def claims(reply: str, question: str, names: list[str]) -> bool:
     """The reply names one of `names` that the question did not bring up ("Are you Qwen?"
     answered "No, I am not Qwen" is not a claim)."""
@@ -167,6 +241,64 @@ def eval_identity(cfg: EvalStage, model, tokenizer, probes: list[dict]):
         if sub:
             metrics[f"consistency_{lang}"] = round(sum(r["passed"] for r in sub) / len(sub), 4)
     return {**metrics, **cost.metrics()}, rows
+
+
+def eval_dimensions(cfg: EvalStage, model, tokenizer, items: list[dict]):
+    """Generation, explanation, error localisation and repair, three levels each (plus
+    HumanEvalPack repair and localisation when benchmarks.humanevalpack is set):
+      generation, repair  the code in the reply passes the item's tests (in the sandbox)
+      explanation         every required concept group is mentioned, no forbidden phrase
+                          (a phrase that would contradict what the code does)
+      localisation        the line the reply names is the faulty line
+    """
+    if cfg.benchmarks.humanevalpack:
+        items = items + humanevalpack_items(Path(cfg.benchmarks.humanevalpack), cfg.eval.limit)
+    cost = GenerationCost()
+    replies = generate(model, tokenizer, [ask(cfg, dimension_prompt(i)) for i in items],
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: dimensions", cost)
+    runs = [i for i, item in enumerate(items) if item["dimension"] in ("generation", "repair")]
+    codes = {i: extract_code(replies[i]) for i in runs}
+    jobs = [i for i in runs if codes[i] is not None]
+    outcomes = dict(zip(jobs, run_many([(codes[i], items[i]["tests"]) for i in jobs],
+                                       cfg.eval.timeout_s, "eval: running tests",
+                                       cfg.unsafe_execution), strict=True))
+    rows = []
+    for i, (item, reply) in enumerate(zip(items, replies, strict=True)):
+        if item["dimension"] == "explanation":
+            passed, detail = explanation_ok(reply, item["required"], item["forbidden"])
+        elif item["dimension"] == "localisation":
+            named = named_line(reply)
+            passed, detail = named == item["faulty_line"], f"named line {named}"
+        else:
+            status = outcomes[i].status if i in outcomes else "no_code"
+            passed, detail = status == "passed", status
+        rows.append({"id": item["id"], "dimension": item["dimension"], "level": item["level"],
+                     "passed": passed, "detail": detail, "reply": reply})
+    metrics = {"score": round(sum(r["passed"] for r in rows) / len(rows), 4)}
+    for dim in ("generation", "explanation", "localisation", "repair"):
+        for level in (None, 1, 2, 3, "pack"):
+            sub = [r for r in rows if r["dimension"] == dim and level in (None, r["level"])]
+            if sub:
+                key = dim if level is None else f"{dim}_l{level}" if level != "pack" else f"{dim}_pack"
+                metrics[key] = round(sum(r["passed"] for r in sub) / len(sub), 4)
+    return {**metrics, **cost.metrics()}, rows
+
+
+def explanation_ok(reply: str, required: list[list[str]], forbidden: list[str]) -> tuple[bool, str]:
+    low = reply.lower()
+    missing = [group[0] for group in required if not any(w.lower() in low for w in group)]
+    contradicts = [w for w in forbidden if w.lower() in low]
+    if missing or contradicts:
+        return False, f"missing {missing}, contradicts {contradicts}"
+    return True, "all concepts, no contradiction"
+
+
+def named_line(reply: str) -> int | None:
+    """The line number a reply names: `Line N` if present, else its first integer."""
+    match = re.search(r"line\s*(\d+)", reply, re.IGNORECASE) or re.search(r"\d+", reply)
+    if match is None:
+        return None
+    return int(match.group(1) if match.groups() else match.group(0))
 
 
 def answer_found(reply: str, answer: str) -> bool:

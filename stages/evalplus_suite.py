@@ -69,15 +69,14 @@ def load_benchmark(name: str, path: str | None) -> Benchmark:
             raise RuntimeError(f"evalplus was imported before {env} was set; load {name} "
                                "first in a fresh process")
         os.environ[env] = path
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
-    from evalplus.evaluate import get_groundtruth
-
     from evalplus.data import (
         get_human_eval_plus,
         get_human_eval_plus_hash,
         get_mbpp_plus,
         get_mbpp_plus_hash,
     )
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.evaluate import get_groundtruth
 
     try:
         if flavour == "humaneval":

@@ -27,7 +27,8 @@ from stages.stats import mcnemar_exact, paired_delta, verdict
 
 # suite -> (metric judged, per-task field, higher is better)
 JUDGED = {"code": ("pass@1", "passed", True), "identity": ("consistency", "passed", True),
-          "knowledge": ("accuracy", "passed", True)}
+          "knowledge": ("accuracy", "passed", True), "humaneval+": ("pass@1", "passed", True),
+          "mbpp+": ("pass@1", "passed", True), "dimensions": ("score", "passed", True)}
 NOT_COMPARED = {"passed", "tasks"}
 
 

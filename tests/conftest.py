@@ -30,8 +30,8 @@ def tiny_params(root: Path) -> dict:
     p["paths"] = {"sources": str(src), "models": str(root / "models"),
                   "curated": str(root / "curated"), "metrics": str(root / "metrics")}
     p["model"]["arch"].update(vocab_size=384, hidden_size=64, num_layers=2, num_heads=4,
-                              num_kv_heads=2, intermediate_size=128, max_position_embeddings=256)
-    p["model"]["train"].update(steps=6, batch_size=8, warmup_steps=2)
+                              num_kv_heads=2, intermediate_size=128, max_position_embeddings=512)
+    p["model"]["train"].update(steps=6, batch_size=8, warmup_steps=2, max_length=512)
     tasks = root / "code_tasks_6.jsonl"
     root.mkdir(parents=True, exist_ok=True)
     tasks.write_text("".join((src / "code_tasks.jsonl").read_text().splitlines(True)[:6]))

@@ -52,11 +52,12 @@ def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
                 "--samples", str(samples), "--out", str(out)])
     result = read_json(out)
     # The is_even completion differs from the reference only for negative even numbers,
-    # which no input has: it passes. The endless loop times out.
+    # which no input has: it passes. The endless loop hits evalplus's per-input time limit,
+    # which evalplus reports as a fail, not a timeout.
     tasks = {t: rows[0] for t, rows in result["tasks"].items()}
     assert tasks["HumanEval/0"] == {"base_status": "pass", "plus_status": "pass"}
     assert tasks["HumanEval/1"] == {"base_status": "pass", "plus_status": "pass"}
-    assert tasks["HumanEval/2"]["base_status"] == "timeout"
+    assert tasks["HumanEval/2"] == {"base_status": "fail", "plus_status": "fail"}
     assert result["pass@1"] == {"base": round(2 / 3, 4), "plus": round(2 / 3, 4)}
     assert len(result["dataset_md5"]) == 32
 
@@ -89,7 +90,8 @@ def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
     from stages.config import EvalStage
 
     root, params = pipeline
-    params = {**params, "benchmarks": {"humanevalplus": str(humaneval_file), "mbppplus": None},
+    benchmarks = {**params["benchmarks"], "humanevalplus": str(humaneval_file)}
+    params = {**params, "benchmarks": benchmarks,
               "eval": {**params["eval"], "suites": [*params["eval"]["suites"], "humaneval+"]}}
     metrics = eval_stage.main("sft", "humaneval+", stage_cfg(EvalStage, params))
     tasks = [json.loads(line) for line in

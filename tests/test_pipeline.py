@@ -162,7 +162,8 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
             assert all(v > 0 for k, v in metrics[suite].items() if k.endswith("_ppl"))
         else:
             assert len(tasks) == 3
-            key = {"code": "pass@1", "identity": "consistency", "knowledge": "accuracy"}[suite]
+            key = {"code": "pass@1", "identity": "consistency", "knowledge": "accuracy",
+                   "dimensions": "score"}[suite]
             assert metrics[suite][key] == pytest.approx(sum(t["passed"] for t in tasks) / 3,
                                                         abs=1e-4)
         if suite == "code":

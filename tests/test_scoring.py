@@ -66,3 +66,57 @@ def test_leakage_is_the_share_of_unrelated_replies_naming_the_identity():
     cfg = SimpleNamespace(identity=NEW)
     replies = ["Paris.", "I am Swift-Robot. Paris.", "巴黎。", "星云实验室说：巴黎。"]
     assert leakage(cfg, replies) == 0.5
+
+
+def test_explanation_rubric_needs_every_concept_and_no_contradiction():
+    from stages.eval import explanation_ok
+
+    required = [["largest", "maximum", "max"], ["list"]]
+    assert explanation_ok("It returns the largest number in the list.", required, ["smallest"])[0]
+    assert not explanation_ok("It returns the largest number.", required, ["smallest"])[0]
+    assert not explanation_ok("Returns the max of the list, i.e. the smallest.", required,
+                              ["smallest"])[0]
+
+
+def test_named_line_prefers_line_n_then_the_first_number():
+    from stages.eval import named_line
+
+    assert named_line("The bug is on Line 3 where 2 is used.") == 3
+    assert named_line("3") == 3
+    assert named_line("line2") == 2
+    assert named_line("I do not know.") is None
+
+
+def test_humanevalpack_items_find_the_faulty_line(tmp_path):
+    import json
+
+    from stages.data import humanevalpack_items
+
+    row = {"task_id": "Python/0", "entry_point": "inc", "bug_type": "value misuse",
+           "declaration": "def inc(x):\n", "canonical_solution": "    y = x\n    return y + 1\n",
+           "buggy_solution": "    y = x\n    return y + 2\n",
+           "test": "def check(inc):\n    assert inc(1) == 2\n"}
+    path = tmp_path / "pack.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    repair, localisation = humanevalpack_items(path, None)
+    assert localisation["faulty_line"] == 3 and localisation["dimension"] == "localisation"
+    assert repair["solution"] == "def inc(x):\n    y = x\n    return y + 1"
+    assert repair["tests"] == ["def check(inc):\n    assert inc(1) == 2\n\ncheck(inc)"]
+
+
+def test_real_humanevalpack_repairs_pass_and_bugs_fail():
+    import pytest
+
+    from conftest import SHARED_DATASETS
+    from stages.data import humanevalpack_items
+    from stages.execute import run_many, sandbox_problem
+
+    path = SHARED_DATASETS / "humanevalpack" / "humanevalpack_python.jsonl"
+    if not path.exists() or sandbox_problem():
+        pytest.skip("needs ../shared/datasets/humanevalpack and the sandbox")
+    items = humanevalpack_items(path, None)
+    assert len(items) == 2 * 164
+    repairs = [i for i in items if i["dimension"] == "repair"][:6]
+    fixed = run_many([(i["solution"], i["tests"]) for i in repairs], 20, "fixed")
+    buggy = run_many([(i["code"], i["tests"]) for i in repairs], 20, "buggy")
+    assert all(o.passed for o in fixed) and not any(o.passed for o in buggy)

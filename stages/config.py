@@ -318,11 +318,23 @@ class EvalConfig(Strict):
     """Wall-clock limit per code task, enforced from outside the test process."""
     limit: PosInt | None
     """Score only the first N probes of each suite (quick runs); null: all."""
+    samples: PosInt
+    """Samples per code task: 1 is greedy; more are drawn at `temperature` and give pass@1
+    and pass@samples by the unbiased estimator."""
+    temperature: Annotated[float, Field(ge=0)]
+    """Sampling temperature when samples > 1 (ignored for greedy)."""
     budget: dict[Suite, Annotated[float, Field(ge=0)]]
     """Largest drop allowed per suite in its judged metric (0.02 = 2 points of pass@1; for
     perplexity, the rise in loss per token); a bigger drop is `over-budget`."""
     bootstrap_resamples: PosInt
     """Resamples for the paired bootstrap CI in summary."""
+
+    @model_validator(mode="after")
+    def _sampling(self) -> EvalConfig:
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError(f"samples={self.samples} needs temperature > 0; set e.g. "
+                             "-S eval.temperature=0.8, or samples=1 for greedy")
+        return self
 
 
 class BaseStage(Strict):
@@ -357,6 +369,7 @@ class DpoStage(Strict):
 
 
 class EvalStage(Strict):
+    seed: int
     unsafe_execution: bool
     system_prompt: str
     identity: IdentityConfig

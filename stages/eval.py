@@ -33,6 +33,7 @@ from stages.execute import run_many
 from stages.generate import GenerationCost, assistant_loss, extract_code, generate, perplexity
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
+from stages.stats import pass_at_k
 
 VARIANTS = ("base", "sft", "dpo")
 PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl",
@@ -80,22 +81,52 @@ def ask(cfg: EvalStage, question: str) -> list[dict]:
     return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": question}]
 
 
+def sampled_replies(cfg: EvalStage, model, tokenizer, questions: list[str], desc: str,
+                    cost: GenerationCost) -> list[list[str]]:
+    """eval.samples replies per question: one greedy reply, or n sampled at the configured
+    temperature."""
+    n = cfg.eval.samples
+    flat = generate(model, tokenizer, [ask(cfg, q) for q in questions for _ in range(n)],
+                    cfg.eval.max_new_tokens, cfg.eval.batch_size, desc, cost,
+                    temperature=cfg.eval.temperature if n > 1 else None, seed=cfg.seed)
+    return [flat[i * n:(i + 1) * n] for i in range(len(questions))]
+
+
+def pass_metrics(cfg: EvalStage, correct: list[int]) -> dict:
+    """pass@1 (and pass@n when sampling) by the unbiased estimator, averaged over tasks."""
+    n = cfg.eval.samples
+    out = {"pass@1": round(sum(pass_at_k(n, c, 1) for c in correct) / len(correct), 4)}
+    if n > 1:
+        out[f"pass@{n}"] = round(sum(pass_at_k(n, c, n) for c in correct) / len(correct), 4)
+    return out
+
+
+def per_task(cfg: EvalStage, correct: int) -> bool | float:
+    """The per-task outcome summary pairs on: pass/fail when greedy, c/n when sampling."""
+    return correct == 1 if cfg.eval.samples == 1 else round(correct / cfg.eval.samples, 4)
+
+
 def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
     cost = GenerationCost()
-    replies = generate(model, tokenizer, [ask(cfg, t["prompt"]) for t in tasks],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: code", cost)
-    codes = [extract_code(r) for r in replies]
-    runnable = [(c, t["tests"]) for c, t in zip(codes, tasks, strict=True) if c is not None]
+    replies = sampled_replies(cfg, model, tokenizer, [t["prompt"] for t in tasks], "eval: code",
+                              cost)
+    codes = [[extract_code(r) for r in rs] for rs in replies]
+    runnable = [(c, t["tests"]) for cs, t in zip(codes, tasks, strict=True) for c in cs
+                if c is not None]
     outcomes = iter(run_many(runnable, cfg.eval.timeout_s, "eval: running tests",
                              cfg.unsafe_execution))
     rows = []
-    for task, reply, code in zip(tasks, replies, codes, strict=True):
-        status = next(outcomes).status if code is not None else "no_code"
-        rows.append({"task_id": task["task_id"], "passed": status == "passed",
-                     "status": status, "reply": reply})
-    passed = sum(r["passed"] for r in rows)
-    metrics = {"pass@1": round(passed / len(rows), 4), "passed": passed, "tasks": len(rows),
-               **code_quality(codes), "identity_leakage": leakage(cfg, replies),
+    for task, rs, cs in zip(tasks, replies, codes, strict=True):
+        statuses = [next(outcomes).status if c is not None else "no_code" for c in cs]
+        correct = statuses.count("passed")
+        rows.append({"task_id": task["task_id"], "passed": per_task(cfg, correct),
+                     "correct": correct, "status": statuses[0], "statuses": statuses,
+                     "reply": rs[0]})
+    flat_codes = [c for cs in codes for c in cs]
+    metrics = {**pass_metrics(cfg, [r["correct"] for r in rows]),
+               "passed": sum(r["correct"] == cfg.eval.samples for r in rows), "tasks": len(rows),
+               **code_quality(flat_codes),
+               "identity_leakage": leakage(cfg, [r for rs in replies for r in rs]),
                **cost.metrics()}
     return metrics, rows
 
@@ -159,38 +190,38 @@ def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
     bench = load_benchmark(suite, path)
     task_ids = list(bench.problems)[: cfg.eval.limit] if cfg.eval.limit else list(bench.problems)
     cost = GenerationCost()
-    replies = generate(
-        model, tokenizer,
-        [ask(cfg, f"{EVALPLUS_INSTRUCTION}\n```python\n{bench.problems[t]['prompt'].strip()}\n```")
-         for t in task_ids],
-        cfg.eval.max_new_tokens, cfg.eval.batch_size, f"eval: {suite}", cost)
-    codes = [sanitize(r, bench.problems[t]["entry_point"]).strip() or None
-             for r, t in zip(replies, task_ids, strict=True)]
+    questions = [f"{EVALPLUS_INSTRUCTION}\n```python\n{bench.problems[t]['prompt'].strip()}\n```"
+                 for t in task_ids]
+    replies = sampled_replies(cfg, model, tokenizer, questions, f"eval: {suite}", cost)
+    codes = [[sanitize(r, bench.problems[t]["entry_point"]).strip() or None for r in rs]
+             for rs, t in zip(replies, task_ids, strict=True)]
     from concurrent.futures import ThreadPoolExecutor
 
     from stages.execute import require_sandbox
 
     sandbox = require_sandbox(cfg.unsafe_execution)
+    no_code = {"base": "no_code", "plus": "no_code"}
     with ThreadPoolExecutor(2) as pool:
-        futures = {t: pool.submit(check, bench, t, c, not sandbox)
-                   for t, c in zip(task_ids, codes, strict=True) if c is not None}
-        statuses = {t: f.result() for t, f in futures.items()}
-    rows = []
-    for task_id, reply, code in zip(task_ids, replies, codes, strict=True):
-        status = statuses.get(task_id, {"base": "no_code", "plus": "no_code"})
-        failure = failure_kind(code, status)
-        rows.append({"task_id": task_id, "passed": status["base"] == "pass"
-                     and status["plus"] == "pass", "base_status": status["base"],
-                     "plus_status": status["plus"], "failure": failure, "reply": reply})
-    n = len(rows)
-    failures = {k: sum(r["failure"] == k for r in rows) / n
+        futures = [[pool.submit(check, bench, t, c, not sandbox) if c is not None else None
+                    for c in cs] for t, cs in zip(task_ids, codes, strict=True)]
+        statuses = [[f.result() if f is not None else no_code for f in fs] for fs in futures]
+    rows, kinds = [], []
+    for task_id, rs, cs, ss in zip(task_ids, replies, codes, statuses, strict=True):
+        ok = [s["base"] == "pass" and s["plus"] == "pass" for s in ss]
+        kinds += [failure_kind(c, s) for c, s in zip(cs, ss, strict=True)]
+        rows.append({"task_id": task_id, "passed": per_task(cfg, sum(ok)), "correct": sum(ok),
+                     "base_correct": sum(s["base"] == "pass" for s in ss),
+                     "base_status": ss[0]["base"], "plus_status": ss[0]["plus"],
+                     "failure": kinds[-len(ss)], "reply": rs[0]})
+    failures = {k: kinds.count(k) / len(kinds)
                 for k in ("no_code", "syntax_error", "wrong_or_error", "timeout")}
     metrics = {
-        "pass@1": round(sum(r["passed"] for r in rows) / n, 4),
-        "pass@1_base": round(sum(r["base_status"] == "pass" for r in rows) / n, 4),
-        "passed": sum(r["passed"] for r in rows), "tasks": n,
+        **pass_metrics(cfg, [r["correct"] for r in rows]),
+        "pass@1_base": pass_metrics(cfg, [r["base_correct"] for r in rows])["pass@1"],
+        "passed": sum(r["correct"] == cfg.eval.samples for r in rows), "tasks": len(rows),
         **{f"fail_{k}": round(v, 4) for k, v in failures.items()},
-        **code_quality(codes), "identity_leakage": leakage(cfg, replies), **cost.metrics(),
+        **code_quality([c for cs in codes for c in cs]),
+        "identity_leakage": leakage(cfg, [r for rs in replies for r in rs]), **cost.metrics(),
         "dataset_md5": bench.md5,
     }
     return metrics, rows

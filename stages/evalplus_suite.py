@@ -1,8 +1,8 @@
 """HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules, every
 sample executed in our sandbox rather than in evalplus's guard.
 
-evalplus 0.3.1 facts this relies on: the dataset override paths are read when evalplus is
-imported (so they are set here before the import); a plain .jsonl gives the md5 that public
+evalplus 0.3.1 facts this relies on: the dataset override paths are read from the
+environment when evalplus is imported (so they are set here on its modules directly); a plain .jsonl gives the md5 that public
 runs report; the expected outputs come from running the canonical solutions (evalplus caches
 them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does `score_samples`.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +64,9 @@ def load_benchmark(name: str, path: str | None) -> Benchmark:
         path = str(Path(path).resolve())
         if not Path(path).exists():
             raise FileNotFoundError(f"{name} file {path} does not exist; fix benchmarks.* ")
-        if "evalplus.data" in sys.modules and os.environ.get(env) != path:
-            raise RuntimeError(f"evalplus was imported before {env} was set; load {name} "
-                               "first in a fresh process")
-        os.environ[env] = path
+        os.environ[env] = path  # for an evalplus imported later, and for child processes
+    import evalplus.data.humaneval
+    import evalplus.data.mbpp
     from evalplus.data import (
         get_human_eval_plus,
         get_human_eval_plus_hash,
@@ -78,6 +76,10 @@ def load_benchmark(name: str, path: str | None) -> Benchmark:
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
     from evalplus.evaluate import get_groundtruth
 
+    # evalplus copies the variable into a module global when first imported; set that too,
+    # so the path given here wins even if evalplus was imported before.
+    module = evalplus.data.humaneval if flavour == "humaneval" else evalplus.data.mbpp
+    setattr(module, env, path or None)
     try:
         if flavour == "humaneval":
             problems, md5 = get_human_eval_plus(), get_human_eval_plus_hash()

@@ -28,10 +28,11 @@ class GenerationCost:
 
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-             batch_size: int, desc: str, cost: GenerationCost | None = None) -> list[str]:
-    """Greedy replies to `conversations` (each ends with the user turn), in input order.
-    Prompts are batched longest-first with left padding, so rows of similar length share a
-    batch and every row continues right where its prompt ends."""
+             batch_size: int, desc: str, cost: GenerationCost | None = None,
+             temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Replies to `conversations` (each ends with the user turn), in input order: greedy, or
+    sampled at `temperature` (seeded). Prompts are batched longest-first with left padding,
+    so rows of similar length share a batch and every row continues where its prompt ends."""
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
                for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -44,6 +45,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
                         add_special_tokens=False).to(dev)
         kwargs = {"do_sample": False, "eos_token_id": tokenizer.eos_token_id,
                   "pad_token_id": tokenizer.pad_token_id}
+        if temperature:
+            torch.manual_seed(seed + start)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         if start == 0:
             began = time.perf_counter()
             model.generate(**enc, max_new_tokens=1, **kwargs)

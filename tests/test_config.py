@@ -99,6 +99,7 @@ def bad(path: str, value) -> dict:
     (EvalStage, "eval.limit", -3, "eval.limit: Input should be greater than 0"),
     (EvalStage, "eval.suites", ["code", "vibes"], "eval.suites.1: Input should be 'code'"),
     (BaseStage, "model.source", "ollama", "model.source: Input should be 'tiny' or 'hub'"),
+    (EvalStage, "eval.samples", 5, "eval: Value error, samples=5 needs temperature > 0"),
     (DpoStage, "dpo.loss_type", "magic", "dpo.loss_type"),
 ])
 def test_bad_values_name_the_key_and_the_fix(tmp_path, model, path, value, expected):

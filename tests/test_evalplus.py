@@ -102,3 +102,27 @@ def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
     assert all(k in (None, "no_code", "syntax_error", "wrong_or_error", "timeout") for k in kinds)
     assert sum(metrics[f"fail_{k}"] for k in ("no_code", "syntax_error", "wrong_or_error",
                                                "timeout")) == pytest.approx(1 - metrics["pass@1"])
+
+
+MBPP_TASKS = [
+    {"task_id": "Mbpp/3", "entry_point": "double",
+     "prompt": '"""\nWrite a function to double a number.\nassert double(2) == 4\n"""\n',
+     "canonical_solution": "def double(x):\n    return 2 * x\n",
+     "base_input": [[2], [0]], "plus_input": [[-3], [10**6]]},
+]
+
+
+def test_mbpp_suite_runs_on_the_tiny_model(pipeline, tmp_path_factory):
+    from stages import eval as eval_stage
+    from stages.config import EvalStage
+
+    path = tmp_path_factory.mktemp("mbpp") / "mini-mbppplus.jsonl"
+    path.write_text("".join(json.dumps({**t, "contract": "", "atol": 0}) + "\n"
+                            for t in MBPP_TASKS))
+    root, params = pipeline
+    benchmarks = {**params["benchmarks"], "mbppplus": str(path)}
+    params = {**params, "benchmarks": benchmarks,
+              "eval": {**params["eval"], "suites": [*params["eval"]["suites"], "mbpp+"]}}
+    metrics = eval_stage.main("base", "mbpp+", stage_cfg(EvalStage, params))
+    assert metrics["tasks"] == 1 and metrics["dataset_md5"]
+    assert 0.0 <= metrics["pass@1"] <= metrics["pass@1_base"] <= 1.0

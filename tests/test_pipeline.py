@@ -182,3 +182,34 @@ def test_summary_reports_each_variant_and_its_delta(pipeline):
     assert written == result
     row = written["code"]["pass@1"]
     assert row["sft_delta"] == pytest.approx(row["sft"] - row["base"], abs=1e-4)
+
+
+def test_sampling_gives_pass_at_k_per_task(pipeline):
+    from stages import eval as eval_stage
+
+    root, params = pipeline
+    params = {**params, "eval": {**params["eval"], "samples": 3, "temperature": 0.8}}
+    metrics = eval_stage.main("base", "code", stage_cfg(EvalStage, params))
+    tasks = read_jsonl(root / "metrics" / "eval" / "base" / "code.tasks.jsonl")
+    assert all(len(t["statuses"]) == 3 for t in tasks)
+    # pass@1 = mean of c/n; pass@3 = share of tasks with at least one correct sample
+    assert metrics["pass@1"] == pytest.approx(sum(t["correct"] / 3 for t in tasks) / 3, abs=1e-4)
+    assert metrics["pass@3"] == pytest.approx(sum(t["correct"] > 0 for t in tasks) / 3, abs=1e-4)
+    assert all(t["passed"] == round(t["correct"] / 3, 4) for t in tasks)
+
+
+def test_dimensions_suite_adds_humanevalpack_probes(pipeline, tmp_path):
+    from stages import eval as eval_stage
+
+    root, params = pipeline
+    pack = tmp_path / "pack.jsonl"
+    pack.write_text(json.dumps({
+        "task_id": "Python/0", "entry_point": "inc", "bug_type": "value misuse",
+        "declaration": "def inc(x):\n", "canonical_solution": "    return x + 1\n",
+        "buggy_solution": "    return x + 2\n", "test": "def check(inc):\n    assert inc(1) == 2\n",
+    }) + "\n")
+    params = {**params, "benchmarks": {**params["benchmarks"], "humanevalpack": str(pack)}}
+    metrics = eval_stage.main("base", "dimensions", stage_cfg(EvalStage, params))
+    tasks = read_jsonl(root / "metrics" / "eval" / "base" / "dimensions.tasks.jsonl")
+    assert [t["id"] for t in tasks[-2:]] == ["Python/0/repair", "Python/0/localisation"]
+    assert "repair_pack" in metrics and "localisation_pack" in metrics

@@ -17,7 +17,13 @@ from pathlib import Path
 from stages.config import DpoConfig, DpoStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer
-from stages.training import LiveStepCallback, adapter_provenance, precision_flags
+from stages.training import (
+    LiveStepCallback,
+    adapter_provenance,
+    last_logged,
+    precision_flags,
+    remove_trainer_dir,
+)
 
 LOGGED = {
     "loss": "train/loss",
@@ -77,7 +83,7 @@ def main(cfg: DpoStage | None = None) -> dict:
         trainer.model.save_pretrained(out, selected_adapters=["default"])
         write_json(out / "provenance.json",
                    adapter_provenance(cfg, data_file, str(cfg.paths.model_dir("sft")), metrics))
-        _remove_trainer_dir(out / "trainer")
+        remove_trainer_dir(out / "trainer")
     write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics})
     print(f"dpo adapter in {cfg.paths.model_dir('dpo')}: {metrics}")
     return metrics
@@ -102,17 +108,6 @@ def training_args(dpo: DpoConfig, seed: int, dtype: str, output_dir: Path):
         data_seed=seed,
         **precision_flags(dtype),
     )
-
-
-def last_logged(trainer, key: str) -> float:
-    values = [log[key] for log in trainer.state.log_history if key in log]
-    return values[-1] if values else float("nan")
-
-
-def _remove_trainer_dir(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

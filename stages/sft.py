@@ -17,7 +17,13 @@ from pathlib import Path
 from stages.config import LoraParams, SftConfig, SftStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import count_parameters, load_base_model, load_tokenizer
-from stages.training import LiveStepCallback, adapter_provenance, precision_flags
+from stages.training import (
+    LiveStepCallback,
+    adapter_provenance,
+    last_logged,
+    precision_flags,
+    remove_trainer_dir,
+)
 
 LOGGED = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
 
@@ -61,7 +67,7 @@ def main(cfg: SftStage | None = None) -> dict:
         }
         trainer.model.save_pretrained(out)
         write_json(out / "provenance.json", adapter_provenance(cfg, data_file, None, metrics))
-        _remove_trainer_dir(out / "trainer")
+        remove_trainer_dir(out / "trainer")
     write_json(Path(cfg.paths.metrics) / "sft.json", {"sft": metrics})
     print(f"sft adapter in {cfg.paths.model_dir('sft')}: {metrics}")
     return metrics
@@ -100,17 +106,6 @@ def training_args(sft: SftConfig, seed: int, dtype: str, output_dir: Path):
         disable_tqdm=False,
         **precision_flags(dtype),
     )
-
-
-def last_logged(trainer, key: str) -> float:
-    values = [log[key] for log in trainer.state.log_history if key in log]
-    return values[-1] if values else float("nan")
-
-
-def _remove_trainer_dir(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

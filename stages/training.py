@@ -33,6 +33,19 @@ class LiveStepCallback(TrainerCallback):
                 self.live.log_metric(name, float(value))
 
 
+def last_logged(trainer, key: str) -> float:
+    """The last value the trainer logged under `key` (NaN if it never did)."""
+    values = [log[key] for log in trainer.state.log_history if key in log]
+    return values[-1] if values else float("nan")
+
+
+def remove_trainer_dir(path: Path) -> None:
+    """The trainer's scratch output (save_strategy is "no", but it still creates it)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def precision_flags(dtype: str) -> dict[str, bool]:
     """bf16/fp16 Trainer flags from model.dtype; TRL turns bf16 on by default, even on CPU."""
     cuda = torch.cuda.is_available()

@@ -223,8 +223,15 @@ def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
         **code_quality([c for cs in codes for c in cs]),
         "identity_leakage": leakage(cfg, [r for rs in replies for r in rs]), **cost.metrics(),
         "dataset_md5": bench.md5,
+        "evalplus_version": evalplus_version(),
     }
     return metrics, rows
+
+
+def evalplus_version() -> str:
+    import evalplus
+
+    return evalplus.__version__
 
 
 def failure_kind(code: str | None, status: dict) -> str | None:

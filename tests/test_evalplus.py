@@ -125,4 +125,5 @@ def test_mbpp_suite_runs_on_the_tiny_model(pipeline, tmp_path_factory):
               "eval": {**params["eval"], "suites": [*params["eval"]["suites"], "mbpp+"]}}
     metrics = eval_stage.main("base", "mbpp+", stage_cfg(EvalStage, params))
     assert metrics["tasks"] == 1 and metrics["dataset_md5"]
+    assert metrics["evalplus_version"].startswith("0.")
     assert 0.0 <= metrics["pass@1"] <= metrics["pass@1_base"] <= 1.0

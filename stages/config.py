@@ -281,7 +281,8 @@ class LoraParams(Strict):
 
 
 class SftConfig(Strict):
-    method: Literal["lora"]
+    method: Literal["lora", "dora", "qlora"]
+    """lora; dora (weight-decomposed LoRA); qlora (LoRA on a 4-bit NF4 base, CUDA only)."""
     lora: LoraParams
     lr: PosFloat
     epochs: PosFloat

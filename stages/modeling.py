@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from stages.config import ArchConfig, ModelConfig
+from stages.config import ArchConfig, ConfigError, ModelConfig
 
 BASE_JSON = "base.json"
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -138,13 +138,41 @@ def load_tokenizer(base_dir: Path):
     return tok
 
 
-def load_base_model(base_dir: Path, dtype: str, dev: torch.device | None = None):
-    """The base model described by `base_dir/base.json`, on `dev`, in `dtype`."""
+def require_cuda_for_4bit() -> None:
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "sft=qlora loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU, and "
+            "this machine has none; use -S sft=lora (or sft=dora) on CPU"
+        )
+
+
+def four_bit_config(compute_dtype: torch.dtype):
+    """QLoRA's base: NF4 4-bit weights, double quantisation, matmuls in `compute_dtype`."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_base_model(base_dir: Path, dtype: str, dev: torch.device | None = None,
+                    four_bit: bool = False):
+    """The base model described by `base_dir/base.json`, on `dev`, in `dtype` (its weights
+    in 4-bit NF4 with `four_bit`, CUDA only)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = dev or device()
     meta = read_base_json(base_dir)
     dt = torch_dtype(dtype, dev)
+    if four_bit:
+        require_cuda_for_4bit()
+        if meta["source"] == "hub" and meta["init"] == "random":
+            raise ConfigError("sft=qlora quantizes pretrained weights; model.init=random has "
+                              "none (measure random-init shapes with sft=lora)")
+        where, kwargs = weights_location(base_dir)
+        return AutoModelForCausalLM.from_pretrained(
+            where, quantization_config=four_bit_config(dt), device_map={"": dev.index or 0},
+            dtype=dt, **kwargs)
     if meta["source"] == "hub" and meta["init"] == "random":
         config = AutoConfig.from_pretrained(str(base_dir))
         model = AutoModelForCausalLM.from_config(config, dtype=dt)

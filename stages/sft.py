@@ -5,7 +5,8 @@ Writes  models/sft/ (LoRA adapter + provenance.json), metrics/sft.json,
         metrics/sft/plots/ (loss and learning rate per global step, DVC plots)
 Run     dvc repro sft   (or: python -m stages.sft)
 
-Loss is on the assistant's tokens only (TRL assistant_only_loss with the chat template's
+sft=lora | dora | qlora (4-bit NF4 base, CUDA only: on a machine without CUDA it stops before
+loading anything). Loss is on the assistant's tokens only (TRL assistant_only_loss with the chat template's
 generation markers): the system prompt and the question are context, not targets.
 """
 
@@ -16,7 +17,12 @@ from pathlib import Path
 
 from stages.config import LoraParams, SftConfig, SftStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
-from stages.modeling import count_parameters, load_base_model, load_tokenizer
+from stages.modeling import (
+    count_parameters,
+    load_base_model,
+    load_tokenizer,
+    require_cuda_for_4bit,
+)
 from stages.training import (
     LiveStepCallback,
     adapter_provenance,
@@ -35,11 +41,18 @@ def main(cfg: SftStage | None = None) -> dict:
     from transformers import set_seed
     from trl import SFTTrainer
 
+    if cfg.sft.method == "qlora":
+        require_cuda_for_4bit()  # before loading anything
     set_seed(cfg.seed)
     data_file = Path(cfg.paths.curated) / "sft.jsonl"
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in read_jsonl(data_file)])
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
-    model = load_base_model(cfg.paths.model_dir("base"), cfg.model.dtype)
+    model = load_base_model(cfg.paths.model_dir("base"), cfg.model.dtype,
+                            four_bit=cfg.sft.method == "qlora")
+    if cfg.sft.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
     live_dir = Path(cfg.paths.metrics) / "sft"
     with atomic_dir(cfg.paths.model_dir("sft")) as out, atomic_dir(live_dir) as live_tmp:
@@ -49,7 +62,7 @@ def main(cfg: SftStage | None = None) -> dict:
             args=training_args(cfg.sft, cfg.seed, cfg.model.dtype, out / "trainer"),
             train_dataset=dataset,
             processing_class=tokenizer,
-            peft_config=lora_config(cfg.sft.lora),
+            peft_config=lora_config(cfg.sft.lora, dora=cfg.sft.method == "dora"),
             callbacks=[LiveStepCallback(live, LOGGED)],
         )
         start = time.perf_counter()
@@ -73,7 +86,7 @@ def main(cfg: SftStage | None = None) -> dict:
     return metrics
 
 
-def lora_config(lora: LoraParams):
+def lora_config(lora: LoraParams, dora: bool = False):
     from peft import LoraConfig
 
     return LoraConfig(
@@ -81,6 +94,7 @@ def lora_config(lora: LoraParams):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        use_dora=dora,  # DoRA: learn a magnitude per output and a LoRA-updated direction
         task_type="CAUSAL_LM",
     )
 

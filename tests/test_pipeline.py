@@ -213,3 +213,33 @@ def test_dimensions_suite_adds_humanevalpack_probes(pipeline, tmp_path):
     tasks = read_jsonl(root / "metrics" / "eval" / "base" / "dimensions.tasks.jsonl")
     assert [t["id"] for t in tasks[-2:]] == ["Python/0/repair", "Python/0/localisation"]
     assert "repair_pack" in metrics and "localisation_pack" in metrics
+
+
+def test_dora_trains_a_dora_adapter(pipeline, tmp_path):
+    from stages import sft
+    from stages.config import SftStage
+
+    root, params = pipeline
+    params = {**params, "sft": {**params["sft"], "method": "dora"},
+              "paths": {**params["paths"], "metrics": str(tmp_path / "metrics")}}
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "base").symlink_to(root / "models" / "base")
+    params["paths"]["models"] = str(models)
+    sft.main(stage_cfg(SftStage, params))
+    assert read_json(models / "sft" / "adapter_config.json")["use_dora"] is True
+    weights = load_file(models / "sft" / "adapter_model.safetensors")
+    assert any("lora_magnitude_vector" in k for k in weights)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_qlora_on_cpu_stops_before_loading_anything(pipeline, tmp_path, monkeypatch):
+    from stages import sft
+    from stages.config import ConfigError, SftStage
+
+    _, params = pipeline
+    params = {**params, "sft": {**params["sft"], "method": "qlora"},
+              "paths": {**params["paths"], "models": str(tmp_path / "nothing-here")}}
+    with pytest.raises(ConfigError, match="4-bit with bitsandbytes, which needs a CUDA GPU"):
+        sft.main(stage_cfg(SftStage, params))
+    assert not (tmp_path / "nothing-here").exists()

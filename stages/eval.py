@@ -25,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stages.config import EvalStage, IdentityConfig, lang_text, load, run_stage
 from stages.data import code_answer, dimension_prompt, humanevalpack_items, knowledge_answer
-from stages.execute import run_many
+from stages.evalplus_suite import check, load_benchmark
+from stages.execute import require_sandbox, run_many
 from stages.generate import GenerationCost, assistant_loss, extract_code, generate, perplexity
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
@@ -182,9 +184,7 @@ EVALPLUS_INSTRUCTION = ("Please provide a self-contained Python script that solv
 def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
     """HumanEval+ / MBPP+: greedy chat replies, evalplus's sanitize, every sample scored on
     the base and the plus tests in the sandbox with evalplus's expected outputs."""
-    from evalplus.sanitize import sanitize
-
-    from stages.evalplus_suite import check, load_benchmark
+    from evalplus.sanitize import sanitize  # imported late: evalplus reads env at import
 
     path = cfg.benchmarks.humanevalplus if suite == "humaneval+" else cfg.benchmarks.mbppplus
     bench = load_benchmark(suite, path)
@@ -195,10 +195,6 @@ def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
     replies = sampled_replies(cfg, model, tokenizer, questions, f"eval: {suite}", cost)
     codes = [[sanitize(r, bench.problems[t]["entry_point"]).strip() or None for r in rs]
              for rs, t in zip(replies, task_ids, strict=True)]
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stages.execute import require_sandbox
-
     sandbox = require_sandbox(cfg.unsafe_execution)
     no_code = {"base": "no_code", "plus": "no_code"}
     with ThreadPoolExecutor(2) as pool:

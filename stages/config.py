@@ -312,7 +312,7 @@ Variant = Literal["base", "sft", "dpo"]
 
 class EvalConfig(Strict):
     suites: Annotated[list[Suite], Field(min_length=1)]
-    """Must match the `suite` list of the eval matrix in dvc.yaml."""
+    """The eval matrix in dvc.yaml takes its `suite` list from here (${eval.suites})."""
     max_new_tokens: PosInt
     batch_size: PosInt
     timeout_s: PosFloat

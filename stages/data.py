@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.config import IdentityConfig, SourceConfig, lang_text
+from stages.io import DataError, read_jsonl_lines
 
 PLACEHOLDERS = {"{{NAME}}": "name", "{{AUTHOR}}": "author", "{{name}}": "name", "{{author}}": "author"}
 LEFTOVER = re.compile(r"\{\{\s*\w+\s*\}\}")
@@ -30,10 +31,6 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "observation": "tool", "function_call": "assistant"}
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, the row and the fix."""
 
 
 @dataclass(frozen=True)
@@ -134,15 +131,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
         return _objects(path, [(f"{path}:row {i}", r) for i, r in enumerate(data, 1)])
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{path}:{lineno}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix that line") from None
-    return _objects(path, rows)
+    return _objects(path, [(f"{path}:{n}", r) for n, r in read_jsonl_lines(path)])
 
 
 def _objects(path: Path, rows: list[tuple[str, object]]) -> list[tuple[str, dict]]:

@@ -27,8 +27,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import get_args
 
-from stages.config import EvalStage, IdentityConfig, lang_text, load, run_stage
+from stages.config import EvalStage, IdentityConfig, Variant, lang_text, load, run_stage
 from stages.data import code_answer, dimension_prompt, humanevalpack_items, knowledge_answer
 from stages.evalplus_suite import check, load_benchmark
 from stages.execute import require_sandbox, run_many
@@ -37,7 +38,7 @@ from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.stats import pass_at_k
 
-VARIANTS = ("base", "sft", "dpo")
+VARIANTS = get_args(Variant)  # ("base", "sft", "dpo")
 PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl",
                "dimensions": "dimensions.jsonl"}
 

@@ -39,17 +39,30 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+class DataError(ValueError):
+    """Bad input data: the message names the file, the row and the fix."""
+
+
+def read_jsonl_lines(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed value) for every non-blank line of a UTF-8 JSON Lines file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
     rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix that line") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix that line") from None
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [row for _, row in read_jsonl_lines(path)]
 
 
 @contextlib.contextmanager

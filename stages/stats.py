@@ -4,11 +4,10 @@ base, so each probe gives one (base, variant) pair.
   paired_delta   mean of variant - base, with a percentile bootstrap 95% CI over probes
   mcnemar_exact  exact two-sided McNemar p-value for pass/fail outcomes
   verdict        improved / regressed / within-noise / over-budget
+  pass_at_k      the unbiased pass@k estimator (evalplus's)
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from scipy import stats
@@ -57,8 +56,8 @@ def verdict(delta: float, low: float, high: float, budget: float | None,
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c pass (Chen et al. 2021):
-    1 - C(n - c, k) / C(n, k). n=5, c=2, k=1 -> 0.4; n=5, c=2, k=2 -> 1 - 3/10 = 0.7."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    """Unbiased pass@k from n samples of which c pass (Chen et al. 2021), as evalplus computes
+    it: 1 - C(n - c, k) / C(n, k). n=5, c=2, k=1 -> 0.4; n=5, c=2, k=2 -> 1 - 3/10 = 0.7."""
+    from evalplus.eval import estimate_pass_at_k
+
+    return float(estimate_pass_at_k([n], [c], k)[0])

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
-from stages.config import SummaryStage, load, run_stage
-from stages.eval import VARIANTS
+from stages.config import SummaryStage, Variant, load, run_stage
 from stages.io import read_jsonl, write_json
 from stages.stats import mcnemar_exact, paired_delta, verdict
 
+VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 # suite -> (metric judged, per-task field, higher is better)
 JUDGED = {"code": ("pass@1", "passed", True), "identity": ("consistency", "passed", True),
           "knowledge": ("accuracy", "passed", True), "humaneval+": ("pass@1", "passed", True),

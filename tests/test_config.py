@@ -158,3 +158,31 @@ def test_hub_model_without_network_says_which_model_and_how_to_use_a_local_copy(
 def test_missing_params_file_says_how_to_make_it(tmp_path):
     with pytest.raises(ConfigError, match="python -m stages.compose"):
         load(SftStage, Path(tmp_path / "nope.yaml"))
+
+
+def stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
+    """stages/*.py files `module` imports, directly or through other stages modules."""
+    import ast
+
+    seen = set() if seen is None else seen
+    path = f"stages/{module}.py"
+    if path in seen:
+        return seen
+    seen.add(path)
+    for node in ast.walk(ast.parse((REPO / path).read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
+            names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("stages.")]
+        for name in names:
+            stage_modules(name, seen)
+    return seen
+
+
+def test_every_stage_depends_on_all_the_code_it_runs():
+    """A module a stage imports but does not list in dvc.yaml would change without a rerun."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        missing = stage_modules(name) - set(stage["deps"])
+        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}"

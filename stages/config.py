@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """Raised once per stage with every problem found in its params."""
 
 
+class StageError(RuntimeError):
+    """A stage cannot go on for a reason the user can fix (the message says how)."""
+
+
 class Strict(BaseModel):
     # extra="forbid": a misspelt key is an error, never a silent no-op.
     # strict=True: "8" is not an int and 1 is not a bool.
@@ -53,7 +57,7 @@ class IdentityConfig(Strict):
     """Who made it, one value or one per language."""
     system_prompt: LangText | None = None
     """A system prompt that states the identity ({{NAME}}/{{AUTHOR}} filled in), for
-    training phases that use it (data.phases[].identity_system_prompt)."""
+    training phases that use it (sft.phases.<name>.system_prompt: identity)."""
 
 
 class ArchConfig(Strict):
@@ -142,6 +146,8 @@ class PathsConfig(Strict):
     """Model directories, one per variant: <models>/base, <models>/sft, <models>/dpo."""
     curated: str
     metrics: str
+    checkpoints: str
+    """Resumable training checkpoints, outside DVC's outputs (deleted when a run finishes)."""
 
     def model_dir(self, variant: str) -> Path:
         return Path(self.models) / variant
@@ -206,13 +212,10 @@ class QualityConfig(Strict):
 
 
 class PhaseConfig(Strict):
-    """One phase of staged training, curated into its own file."""
+    """One phase of staged training, curated into its own file (phases/<name>.jsonl)."""
 
     name: str
     sources: Annotated[list[Source], Field(min_length=1)]
-    identity_system_prompt: bool
-    """Use the identity system prompt ("You are NAME, developed by AUTHOR.") instead of the
-    shared one."""
 
 
 class CleanConfig(Strict):
@@ -280,18 +283,91 @@ class LoraParams(Strict):
     target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)]
 
 
+class SftPhase(Strict):
+    """One phase of SFT. Each phase is its own DVC stage (sft@<name>) whose adapter is a
+    cached output, so changing only the last phase reruns only that phase."""
+
+    data: str
+    """Curated file to train on, relative to paths.curated without .jsonl: `sft` (the single
+    mix) or `phases/<name>` (a phase of data.phases). Its `<data>.val.jsonl` is the
+    validation set."""
+    init: str
+    """Where training starts: `base` (a fresh adapter) or the `out` of the phase before."""
+    out: str
+    """The adapter's directory under paths.models; the last phase writes `sft`."""
+    epochs: PosFloat
+    max_steps: PosInt | None = None
+    """Optimizer steps; set, it overrides epochs."""
+    lr: PosFloat
+    system_prompt: Literal["shared", "identity"]
+    """shared: the rows' own system prompt (the one every variant is evaluated with);
+    identity: identity.system_prompt ("You are NAME, developed by AUTHOR.")."""
+
+
 class SftConfig(Strict):
     method: Literal["lora", "dora", "qlora"]
     """lora; dora (weight-decomposed LoRA); qlora (LoRA on a 4-bit NF4 base, CUDA only)."""
     lora: LoraParams
-    lr: PosFloat
-    epochs: PosFloat
+    phases: Annotated[dict[str, SftPhase], Field(min_length=1)]
+    """Ordered phases, each continuing the adapter of the one before (anchor -> generalize ->
+    calibrate); one phase is plain SFT."""
     batch_size: PosInt
-    """Sequences per optimizer step."""
+    """Global sequences per optimizer step: per_device_batch_size x processes x accumulation."""
+    per_device_batch_size: PosInt
     max_length: PosInt
+    packing: bool
+    """Pack rows into max_length sequences (best-fit decreasing, no cross-row attention);
+    the loss stays on assistant tokens."""
+    gradient_checkpointing: bool
+    """Recompute activations in the backward pass: less memory, ~30% slower."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    """Mixed precision of the training step. auto: bf16 on a GPU that has it, else fp16 on
+    CUDA, fp32 on CPU."""
     warmup_ratio: Fraction
     weight_decay: Annotated[float, Field(ge=0)]
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    max_grad_norm: Annotated[float, Field(ge=0)]
+    """Clip the global gradient norm to this (0: no clipping)."""
+    eval_steps: PosInt | None
+    """Validation loss every N optimizer steps on `<data>.val.jsonl` (null: none)."""
+    early_stopping_patience: PosInt | None
+    """Stop after this many validations without a better loss, keeping the best adapter."""
+    checkpoint_steps: PosInt
+    """Save a resumable checkpoint (under paths.checkpoints) every N steps."""
+
+    @model_validator(mode="after")
+    def _batch_and_stopping(self) -> SftConfig:
+        if self.batch_size % self.per_device_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of per_device_batch_size "
+                f"{self.per_device_batch_size} (gradient accumulation makes up the rest)")
+        if self.early_stopping_patience:
+            if not self.eval_steps:
+                raise ValueError("early_stopping_patience needs eval_steps (how often to "
+                                 "validate)")
+            if self.checkpoint_steps % self.eval_steps:
+                # the best adapter is restored from a checkpoint taken at a validation
+                raise ValueError(f"with early stopping, checkpoint_steps ({self.checkpoint_steps})"
+                                 f" must be a multiple of eval_steps ({self.eval_steps})")
+        return self
+
+    @model_validator(mode="after")
+    def _phase_chain(self) -> SftConfig:
+        problems, before = [], "base"
+        for name, phase in self.phases.items():
+            if phase.init != before:
+                problems.append(f"phases.{name}.init is {phase.init!r}; set it to {before!r} "
+                                "(the out of the phase before; `base` for the first)")
+            before = phase.out
+        last = list(self.phases)[-1]
+        if before != "sft":
+            problems.append(f"phases.{last}.out is {before!r}; the last phase writes `sft`")
+        outs = [p.out for p in self.phases.values()]
+        if len(set(outs)) != len(outs) or "base" in outs:
+            problems.append(f"phase outs {outs} must be distinct and not `base`")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class DpoConfig(Strict):
@@ -303,6 +379,8 @@ class DpoConfig(Strict):
     batch_size: PosInt
     max_length: PosInt
     warmup_ratio: Fraction
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    """As sft.precision."""
 
 
 Suite = Literal["code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+",
@@ -357,6 +435,7 @@ class CurateStage(Strict):
 
 class SftStage(Strict):
     seed: int
+    identity: IdentityConfig
     model: ModelConfig
     sft: SftConfig
     paths: PathsConfig
@@ -467,7 +546,7 @@ def run_stage(main, *args) -> None:
 
     try:
         main(*args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, StageError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -2,8 +2,9 @@
 
 Reads   params seed, system_prompt, identity, data, benchmarks, paths; data/sources/ and any
         other file named in data.sources; models/base (tokenizer, for token counts)
-Writes  data/curated/  sft.jsonl, val.jsonl, phases/<name>.jsonl (staged mixes), prefs.jsonl,
-                       probes/*.jsonl, decontamination.jsonl, card.json
+Writes  data/curated/  sft.jsonl + sft.val.jsonl, phases/<name>.jsonl + <name>.val.jsonl
+                       (staged mixes), prefs.jsonl, probes/*.jsonl, decontamination.jsonl,
+                       card.json
         metrics/curate.json  rows in/out, tokens and drops per reason, per source and in total
 Run     dvc repro curate   (or: python -m stages.curate)
 
@@ -30,7 +31,7 @@ from stages.cleaning import (
     quality_score,
     text_of,
 )
-from stages.config import CurateStage, lang_text, load, run_stage
+from stages.config import CurateStage, load, run_stage
 from stages.data import (
     DataError,
     code_answer,
@@ -61,17 +62,18 @@ def main(cfg: CurateStage | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     curator = Curator(cfg, tokenizer, eval_index(cfg))
 
+    # Each mix (the single one, or each phase's) is split into train and validation rows
+    # with the seed; sft.jsonl / sft.val.jsonl hold the union of the phases.
     if cfg.data.phases:
-        phases = {p.name: curator.mix(p.sources, p.identity_system_prompt, rng, p.name)
+        phases = {p.name: split(curator.mix(p.sources, rng, p.name), cfg.data.val_ratio, rng)
                   for p in cfg.data.phases}
-        rows = [r for phase in phases.values() for r in phase]
+        train = [r for phase_train, _ in phases.values() for r in phase_train]
+        val = [r for _, phase_val in phases.values() for r in phase_val]
     else:
-        phases, rows = {}, curator.mix(cfg.data.sources, False, rng)
-    if not rows:
+        phases = {}
+        train, val = split(curator.mix(cfg.data.sources, rng), cfg.data.val_ratio, rng)
+    if not train:
         raise DataError("no training rows left after cleaning; see the drops in the data card")
-    rows = rng.sample(rows, len(rows))
-    n_val = round(len(rows) * cfg.data.val_ratio)
-    train, val = rows[n_val:], rows[:n_val]
     pairs = build_pairs(cfg, rng) if cfg.data.preference_source else []
     pairs += user_preferences(cfg)
     probes = build_probes(cfg)
@@ -79,9 +81,10 @@ def main(cfg: CurateStage | None = None) -> dict:
     card = curator.card(len(train), len(val), len(pairs))
     with atomic_dir(Path(cfg.paths.curated)) as tmp:
         write_jsonl(tmp / "sft.jsonl", map(public, train))
-        write_jsonl(tmp / "val.jsonl", map(public, val))
-        for name, phase_rows in phases.items():
-            write_jsonl(tmp / "phases" / f"{name}.jsonl", map(public, phase_rows))
+        write_jsonl(tmp / "sft.val.jsonl", map(public, val))
+        for name, (phase_train, phase_val) in phases.items():
+            write_jsonl(tmp / "phases" / f"{name}.jsonl", map(public, phase_train))
+            write_jsonl(tmp / "phases" / f"{name}.val.jsonl", map(public, phase_val))
         write_jsonl(tmp / "prefs.jsonl", pairs)
         for name, probe_rows in probes.items():
             write_jsonl(tmp / "probes" / name, probe_rows)
@@ -91,6 +94,13 @@ def main(cfg: CurateStage | None = None) -> dict:
     print(f"curated {len(train)} train + {len(val)} validation rows, {len(pairs)} preference "
           f"pairs into {cfg.paths.curated}; drops: {card['metrics']['drops']}")
     return card["metrics"]
+
+
+def split(rows: list[dict], val_ratio: float, rng: random.Random) -> tuple[list, list]:
+    """Shuffled (train, validation) rows, validation being `val_ratio` of them."""
+    rows = rng.sample(rows, len(rows))
+    n_val = round(len(rows) * val_ratio)
+    return rows[n_val:], rows[:n_val]
 
 
 def public(row: dict) -> dict:
@@ -108,15 +118,14 @@ class Curator:
         self.sources: dict[str, dict] = {}
         self.contaminated: list[dict] = []
 
-    def mix(self, specs, identity_system: bool, rng: random.Random,
-            phase: str | None = None) -> list[dict]:
+    def mix(self, specs, rng: random.Random, phase: str | None = None) -> list[dict]:
         """Every source cleaned, quality-selected where configured, then drawn per its #N.
         Duplicates are looked for within the mix (a phase may revisit an earlier one's rows);
         in the data card a phase's sources are named `phase/source`."""
         dedup = self.cfg.data.clean.dedup
         self.dedup = Deduplicator(dedup.near, dedup.threshold, dedup.num_perm)
         self.prefix = f"{phase}/" if phase else ""
-        cleaned = [(parse_spec(s), self.clean_source(parse_spec(s), identity_system))
+        cleaned = [(parse_spec(s), self.clean_source(parse_spec(s)))
                    for s in specs]
         quality = self.cfg.data.quality
         if quality:
@@ -133,7 +142,7 @@ class Curator:
             out += drawn
         return out
 
-    def clean_source(self, spec, identity_system: bool) -> list[dict]:
+    def clean_source(self, spec) -> list[dict]:
         key = self.prefix + spec.name
         if key in self.sources:
             raise DataError(f"data source {key} is listed twice; list each source once")
@@ -142,14 +151,14 @@ class Curator:
         kept = []
         for where, raw in read_rows(spec):
             entry["rows_in"] += 1
-            row = self.clean_row(spec, where, raw, identity_system)
+            row = self.clean_row(spec, where, raw)
             if isinstance(row, str):
                 entry["drops"][row] += 1
             else:
                 kept.append(row)
         return kept
 
-    def clean_row(self, spec, where: str, raw: dict, identity_system: bool) -> dict | str:
+    def clean_row(self, spec, where: str, raw: dict) -> dict | str:
         """The cleaned chat row, or the reason it is dropped."""
         clean = self.cfg.data.clean
         messages = to_messages(raw, where, spec.format)
@@ -160,7 +169,7 @@ class Curator:
             return "invalid"
         lang = row_lang(raw, messages)
         messages = fill_messages(messages, self.cfg.identity, lang, where)
-        messages = with_system(messages, self.system_prompt(identity_system, lang, where))
+        messages = with_system(messages, self.cfg.system_prompt)
         row = {"messages": messages, "lang": lang, "source": spec.name,
                "tested": "tests" in raw}
         text = text_of(row)
@@ -185,15 +194,6 @@ class Curator:
         if self.dedup.is_duplicate(text):
             return "duplicate"
         return row
-
-    def system_prompt(self, identity_system: bool, lang: str, where: str) -> str:
-        if not identity_system:
-            return self.cfg.system_prompt
-        template = self.cfg.identity.system_prompt
-        if template is None:
-            raise DataError("a phase asks for identity_system_prompt but identity.system_prompt "
-                            "is not set; add it to conf/config.yaml")
-        return fill_identity(lang_text(template, lang), self.cfg.identity, lang, where)
 
     def select(self, selected, count: int, rng: random.Random) -> set[int]:
         """ids of the top `count` rows by quality score; ties broken by a seeded draw."""

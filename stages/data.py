@@ -297,6 +297,15 @@ def fill_messages(messages: list[dict], identity: IdentityConfig, lang: str,
             if isinstance(m.get("content"), str) else m for m in messages]
 
 
+def identity_system_prompt(identity: IdentityConfig, lang: str) -> str:
+    """identity.system_prompt in `lang` with the name and author filled in."""
+    if identity.system_prompt is None:
+        raise DataError("a training phase asks for system_prompt: identity but "
+                        "identity.system_prompt is not set; add it to conf/config.yaml")
+    return fill_identity(lang_text(identity.system_prompt, lang), identity, lang,
+                         "identity.system_prompt")
+
+
 def with_system(messages: list[dict], system_prompt: str) -> list[dict]:
     if messages and messages[0].get("role") == "system":
         return messages

@@ -1,7 +1,8 @@
 """dpo: preference optimisation continuing from the SFT adapter.
 
 Reads   params seed, model, dpo, paths; models/base, models/sft, data/curated/prefs.jsonl
-Writes  models/dpo/ (LoRA adapter + provenance.json), metrics/dpo.json,
+Writes  models/dpo/ (LoRA adapter + provenance.json), metrics/dpo.json (final reward accuracy,
+        margins, chosen and rejected rewards, wall time, peak memory),
         metrics/dpo/plots/ (loss, rewards, margins and accuracy per global step)
 Run     dvc repro dpo   (or: python -m stages.dpo)
 
@@ -11,21 +12,26 @@ copy of it as the reference: the reference is the SFT policy, not the bare base.
 
 from __future__ import annotations
 
-import time
+import tempfile
 from pathlib import Path
 
 from stages.config import DpoConfig, DpoStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer
 from stages.training import (
-    LiveStepCallback,
+    Meter,
     adapter_provenance,
+    explain_oom,
     last_logged,
+    peak_memory,
     precision_flags,
-    remove_trainer_dir,
+    write_plots,
 )
 
-LOGGED = {
+DPO_MEMORY_KNOBS = ("-S dpo.batch_size=<smaller>, -S dpo.max_length=<shorter> (DPO holds a "
+                    "chosen and a rejected sequence per pair, and the reference model's "
+                    "log-probabilities)")
+PLOTTED = {
     "loss": "train/loss",
     "rewards/chosen": "rewards/chosen",
     "rewards/rejected": "rewards/rejected",
@@ -37,11 +43,11 @@ LOGGED = {
 def main(cfg: DpoStage | None = None) -> dict:
     cfg = cfg or load(DpoStage)
     from datasets import Dataset
-    from dvclive import Live
     from peft import PeftModel
     from transformers import set_seed
     from trl import DPOTrainer
 
+    precision = precision_flags(cfg.dpo.precision)  # refused before anything is loaded
     set_seed(cfg.seed)
     data_file = Path(cfg.paths.curated) / "prefs.jsonl"
     pairs = read_jsonl(data_file)
@@ -57,39 +63,40 @@ def main(cfg: DpoStage | None = None) -> dict:
     base = load_base_model(cfg.paths.model_dir("base"), cfg.model.dtype)
     model = PeftModel.from_pretrained(base, str(cfg.paths.model_dir("sft")), is_trainable=True)
 
-    live_dir = Path(cfg.paths.metrics) / "dpo"
-    with atomic_dir(cfg.paths.model_dir("dpo")) as out, atomic_dir(live_dir) as live_tmp:
-        live = Live(dir=str(live_tmp), dvcyaml=None, save_dvc_exp=False)
+    with tempfile.TemporaryDirectory() as scratch:  # the trainer's output_dir; nothing kept
         trainer = DPOTrainer(
             model=model,
-            args=training_args(cfg.dpo, cfg.seed, cfg.model.dtype, out / "trainer"),
+            args=training_args(cfg.dpo, cfg.seed, precision, Path(scratch)),
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[LiveStepCallback(live, LOGGED)],
+            callbacks=[meter := Meter()],
         )
-        start = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - start
-        metrics = {
-            "train_loss": round(result.training_loss, 4),
-            "steps": trainer.state.global_step,
-            "pairs": len(dataset),
-            **{k.replace("rewards/", "reward_"): round(last_logged(trainer, k), 4)
-               for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen",
-                         "rewards/rejected")},
-            "train_s": round(seconds, 1),
-        }
+        with explain_oom(DPO_MEMORY_KNOBS):
+            trainer.train()
+    history = trainer.state.log_history
+    metrics = {
+        "train_loss": round(last_logged(history, "train_loss"), 4),
+        "final_loss": round(last_logged(history, "loss"), 4),
+        "steps": trainer.state.global_step,
+        "pairs": len(dataset),
+        **{k.replace("rewards/", "reward_"): round(last_logged(history, k), 4)
+           for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen",
+                     "rewards/rejected")},
+        **meter.figures(),
+        **peak_memory(),
+    }
+    with atomic_dir(cfg.paths.model_dir("dpo")) as out:
         # Only the trained adapter: TRL's frozen "ref" copy is the SFT adapter we started from.
         trainer.model.save_pretrained(out, selected_adapters=["default"])
         write_json(out / "provenance.json",
                    adapter_provenance(cfg, data_file, str(cfg.paths.model_dir("sft")), metrics))
-        remove_trainer_dir(out / "trainer")
+    write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "dpo")
     write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics})
     print(f"dpo adapter in {cfg.paths.model_dir('dpo')}: {metrics}")
     return metrics
 
 
-def training_args(dpo: DpoConfig, seed: int, dtype: str, output_dir: Path):
+def training_args(dpo: DpoConfig, seed: int, precision: dict[str, bool], output_dir: Path):
     from trl import DPOConfig
 
     return DPOConfig(
@@ -103,10 +110,11 @@ def training_args(dpo: DpoConfig, seed: int, dtype: str, output_dir: Path):
         beta=dpo.beta,
         logging_steps=1,
         save_strategy="no",
+        include_num_input_tokens_seen="non_padding",
         report_to="none",
         seed=seed,
         data_seed=seed,
-        **precision_flags(dtype),
+        **precision,
     )
 
 

@@ -8,6 +8,7 @@ hub at a pinned revision for `hub`), and every later stage loads the base from t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ CHAT_TEMPLATE = (
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: under `accelerate launch` each process has its own GPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def torch_dtype(name: str, dev: torch.device) -> torch.dtype:

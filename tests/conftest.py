@@ -28,7 +28,8 @@ def tiny_params(root: Path) -> dict:
     p = copy.deepcopy(repo_params())
     src = REPO / "data" / "sources"
     p["paths"] = {"sources": str(src), "models": str(root / "models"),
-                  "curated": str(root / "curated"), "metrics": str(root / "metrics")}
+                  "curated": str(root / "curated"), "metrics": str(root / "metrics"),
+                  "checkpoints": str(root / "checkpoints")}
     p["model"]["arch"].update(vocab_size=384, hidden_size=64, num_layers=2, num_heads=4,
                               num_kv_heads=2, intermediate_size=128, max_position_embeddings=512)
     p["model"]["train"].update(steps=6, batch_size=8, warmup_steps=2, max_length=512)
@@ -38,7 +39,8 @@ def tiny_params(root: Path) -> dict:
     p["data"].update(sources=[f"{src}/identity.jsonl#12", f"{src}/general_en.jsonl#4",
                               f"{src}/general_zh.jsonl#4", f"{tasks}"],
                      preference_source=str(tasks))
-    p["sft"].update(epochs=1, batch_size=8)
+    p["sft"]["phases"]["main"]["epochs"] = 1
+    p["sft"].update(batch_size=8, per_device_batch_size=8)
     p["dpo"].update(epochs=1, batch_size=6)
     p["eval"].update(limit=3, max_new_tokens=24, batch_size=8)
     return p

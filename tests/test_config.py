@@ -18,6 +18,7 @@ from stages.config import (
     CurateStage,
     DpoStage,
     EvalStage,
+    SftConfig,
     SftStage,
     SummaryStage,
     load,
@@ -66,7 +67,14 @@ def test_dvc_yaml_declares_exactly_the_params_each_stage_reads():
     models = {"base": BaseStage, "curate": CurateStage, "sft": SftStage, "dpo": DpoStage,
               "eval": EvalStage, "summary": SummaryStage}
     for name, model in models.items():
-        assert stages[name]["params"] == list(model.model_fields), name
+        stage = stages[name].get("do", stages[name])  # sft is a foreach over its phases
+        declared = [p.split(".")[0] for p in stage["params"]]
+        assert list(dict.fromkeys(declared)) == list(model.model_fields), name
+    # sft@<phase> declares every sft key, but of sft.phases only its own phase
+    sft_keys = [p.removeprefix("sft.") for p in stages["sft"]["do"]["params"]
+                if p.startswith("sft.")]
+    assert sorted(sft_keys) == sorted(f if f != "phases" else "phases.${key}"
+                                      for f in SftConfig.model_fields)
 
 
 def test_eval_matrix_suites_come_from_the_config():
@@ -101,6 +109,19 @@ def bad(path: str, value) -> dict:
     (BaseStage, "model.source", "ollama", "model.source: Input should be 'tiny' or 'hub'"),
     (EvalStage, "eval.samples", 5, "eval: Value error, samples=5 needs temperature > 0"),
     (DpoStage, "dpo.loss_type", "magic", "dpo.loss_type"),
+    (SftStage, "sft.per_device_batch_size", 3,
+     "batch_size 8 must be a multiple of per_device_batch_size 3"),
+    (SftStage, "sft.precision", "fp8", "sft.precision: Input should be 'auto', 'bf16', 'fp16'"),
+    (SftStage, "sft.packing", "yes", "sft.packing: Input should be a valid boolean"),
+    (SftStage, "sft.early_stopping_patience", 2, "early_stopping_patience needs eval_steps"),
+    (SftStage, "sft.phases", {}, "sft.phases: Dictionary should have at least 1 item"),
+    (SftStage, "sft.phases.main.out", "sft-main", "phases.main.out is 'sft-main'; the last "
+     "phase writes `sft`"),
+    (SftStage, "sft.phases.main.init", "sft-anchor",
+     "phases.main.init is 'sft-anchor'; set it to 'base'"),
+    (SftStage, "sft.phases.main.system_prompt", "pirate",
+     "sft.phases.main.system_prompt: Input should be 'shared' or 'identity'"),
+    (SftStage, "sft.phases.main.lr", 0.0, "sft.phases.main.lr: Input should be greater than 0"),
 ])
 def test_bad_values_name_the_key_and_the_fix(tmp_path, model, path, value, expected):
     params_file = tmp_path / "params.yaml"
@@ -122,7 +143,7 @@ def test_unknown_key_is_an_error_not_a_silent_no_op(tmp_path):
 
 def test_every_problem_is_reported_at_once(tmp_path):
     params = bad("sft.lora.r", 0)
-    params["sft"]["lr"] = -1.0
+    params["sft"]["phases"]["main"]["lr"] = -1.0
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True))
     with pytest.raises(ConfigError) as err:
@@ -184,5 +205,5 @@ def test_every_stage_depends_on_all_the_code_it_runs():
     """A module a stage imports but does not list in dvc.yaml would change without a rerun."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        missing = stage_modules(name) - set(stage["deps"])
+        missing = stage_modules(name) - set(stage.get("do", stage)["deps"])
         assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}"

@@ -148,16 +148,22 @@ def test_same_params_give_byte_identical_files_and_a_new_seed_a_new_draw(pipelin
 def test_phases_are_curated_into_separate_files(pipeline, tmp_path):
     src = Path(pipeline[1]["paths"]["sources"])
     phases = [
-        {"name": "anchor", "sources": [f"{src}/identity.jsonl#10"], "identity_system_prompt": False},
-        {"name": "generalize", "sources": [f"{src}/general_en.jsonl#6"],
-         "identity_system_prompt": True},
+        {"name": "anchor", "sources": [f"{src}/identity.jsonl#10"]},
+        {"name": "generalize", "sources": [f"{src}/general_en.jsonl#8"]},
     ]
-    card = run(pipeline, tmp_path, sources=[], phases=phases)
+    card = run(pipeline, tmp_path, sources=[], phases=phases, val_ratio=0.25)
     assert set(sources(card)) == {"anchor/identity", "generalize/general_en"}
-    general = read_jsonl(tmp_path / "curated" / "phases" / "generalize.jsonl")
-    assert len(general) == 6
-    assert general[0]["messages"][0]["content"].startswith("You are Swift-Robot")
-    assert len(read_jsonl(tmp_path / "curated" / "phases" / "anchor.jsonl")) == 10
+    curated = tmp_path / "curated"
+    general = read_jsonl(curated / "phases" / "generalize.jsonl")
+    general_val = read_jsonl(curated / "phases" / "generalize.val.jsonl")
+    assert (len(general), len(general_val)) == (6, 2)  # 8 rows, a quarter held out
+    assert general[0]["messages"][0]["content"] == pipeline[1]["system_prompt"]
+    anchor = read_jsonl(curated / "phases" / "anchor.jsonl")
+    anchor_val = read_jsonl(curated / "phases" / "anchor.val.jsonl")
+    assert (len(anchor), len(anchor_val)) == (8, 2)  # round(10 * 0.25) = 2
+    # sft.jsonl / sft.val.jsonl are the union of the phases' splits
+    assert read_jsonl(curated / "sft.jsonl") == anchor + general
+    assert read_jsonl(curated / "sft.val.jsonl") == anchor_val + general_val
 
 
 def test_validation_split_is_deterministic(pipeline, tmp_path):
@@ -165,7 +171,7 @@ def test_validation_split_is_deterministic(pipeline, tmp_path):
                       [qa(f"Name animal number {i}.", f"Animal {i} is a cat.") for i in range(20)])
     card = run(pipeline, tmp_path, sources=[src], val_ratio=0.25)
     assert card["metrics"]["rows"] == 15 and card["metrics"]["val_rows"] == 5
-    assert len(read_jsonl(tmp_path / "curated" / "val.jsonl")) == 5
+    assert len(read_jsonl(tmp_path / "curated" / "sft.val.jsonl")) == 5
 
 
 @pytest.mark.parametrize("name,content,expected", [

@@ -95,12 +95,21 @@ def test_sft_changes_lora_weights_and_leaves_base_weights_alone(pipeline):
 
     provenance = read_json(root / "models" / "sft" / "provenance.json")
     assert provenance["base"]["source"] == "tiny" and len(provenance["data_sha256"]) == 64
-    metrics = read_json(root / "metrics" / "sft.json")["sft"]
+    metrics = read_json(root / "metrics" / "sft" / "main.json")["sft"]["main"]
     assert metrics["steps"] >= 1 and 0 < metrics["trainable_share"] < 1
-    loss_tsv = root / "metrics" / "sft" / "plots" / "metrics" / "train" / "loss.tsv"
-    lines = loss_tsv.read_text().splitlines()
-    assert lines[0].split("\t") == ["step", "loss"]
-    assert [int(line.split("\t")[0]) for line in lines[1:]] == list(range(1, metrics["steps"] + 1))
+    assert metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
+    assert metrics["peak_memory_mib"] > 0 and metrics["peak_memory_kind"] == "rss"
+    adapter_bytes = (root / "models" / "sft" / "adapter_model.safetensors").stat().st_size
+    assert metrics["adapter_mb"] == round(adapter_bytes / 2**20, 3)
+    plots = root / "metrics" / "sft" / "main" / "plots" / "metrics"
+    for tsv in ["train/loss.tsv", "train/lr.tsv", "train/grad_norm.tsv"] + [
+            f"lora_grad_norm/{p}.tsv" for p in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                           "up_proj", "down_proj")]:
+        lines = (plots / tsv).read_text().splitlines()
+        assert lines[0].split("\t") == ["step", tsv.removesuffix(".tsv").split("/")[-1]]
+        assert [int(line.split("\t")[0]) for line in lines[1:]] == \
+            list(range(1, metrics["steps"] + 1)), tsv
+    assert not (root / "checkpoints").exists() or not any((root / "checkpoints").rglob("*.json"))
 
 
 def test_sft_trains_on_assistant_tokens_only(pipeline):
@@ -120,7 +129,8 @@ def test_sft_trains_on_assistant_tokens_only(pipeline):
                         {"role": "assistant", "content": "I am Swift-Robot."}]}
     trainer = SFTTrainer(
         model=load_base_model(root / "models" / "base", "float32"),
-        args=training_args(cfg.sft, 0, "float32", root / "mask-check"),
+        args=training_args(cfg, cfg.sft.phases["main"], 1, {"bf16": False, "fp16": False},
+                           root / "mask-check"),
         train_dataset=Dataset.from_list([row]),
         processing_class=tok,
         peft_config=lora_config(cfg.sft.lora),

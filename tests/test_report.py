@@ -86,6 +86,8 @@ def head_files() -> dict[str, object]:
                     "b": {"rows_in": 5, "rows_out": 5, "tokens": 200}}}}
     files["metrics/sft/plots/metrics/train/loss.tsv"] = "step\tloss\n1\t2.0\n2\t1.0\n3\t0.5\n"
     files["metrics/dpo/plots/metrics/rewards/margins.tsv"] = "step\tmargins\n1\t0.0\n2\t0.25\n"
+    # phase by phase training's layout: metrics/sft/<phase>/plots/metrics/...
+    files["metrics/sft/main/plots/metrics/train/loss.tsv"] = "step\tloss\n1\t3.0\n2\t2.5\n"
     files["metrics/sft/notes.tsv"] = "not\ta plot\n"  # outside plots/metrics/: not drawn
     return files
 
@@ -183,6 +185,7 @@ def test_plots_are_pngs_next_to_the_report_and_linked(made):
     _, out, text = made
     images = out.parent / "report_images"
     assert sorted(p.name for p in images.iterdir()) == ["dpo-rewards-margins.png",
+                                                        "sft-main-train-loss.png",
                                                         "sft-train-loss.png"]
     for png in images.iterdir():
         assert png.read_bytes()[:8] == PNG_MAGIC

@@ -1,0 +1,370 @@
+"""report: a markdown pull-request report from the files in git alone.
+
+Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json and every plot TSV
+        (metrics/**/plots/metrics/**/*.tsv) at two revisions: --base through `git show`,
+        --head the same way or, by default, from the working tree
+Writes  report.md (--out) and one PNG per plot in report_images/ (--images; default
+        `<out stem>_images/` next to --out)
+Run     python -m stages.report                  # origin/main (else HEAD~1) -> files on disk
+        python -m stages.report --base main --head HEAD --out pr.md
+
+--base defaults to origin/main when that ref exists, else HEAD~1. --head defaults to the
+working tree, committed or not, so a report made before `git commit` shows what the commit
+will hold (a note lists uncommitted metrics). No DVC cache, remote or GPU is needed: every
+file read is small and committed.
+
+Sections, in order: capability (regressed and over-budget rows first), params diff, stages
+rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots (base
+and head curves in one axes), commands to reproduce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from stages.compose import flatten
+from stages.config import run_stage
+from stages.io import atomic_write_text
+
+FLAGGED = ("over-budget", "regressed")  # worst first; every other verdict sorts after them
+# dvclive's layout under the metrics dir: <stage>/plots/metrics/<name>.tsv, where the stage
+# part may be nested (sft/<phase>) and the name has folders (train/loss).
+PLOT_TSV = re.compile(r"(?P<stage>.+)/plots/metrics/(?P<name>.+)\.tsv")
+
+
+def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", help="revision to compare against "
+                        "(default: origin/main if it exists, else HEAD~1)")
+    parser.add_argument("--head", help="revision to report on (default: the working tree)")
+    parser.add_argument("--out", type=Path, default=Path("report.md"))
+    parser.add_argument("--images", type=Path, help="PNG folder (default: <out stem>_images/)")
+    args = parser.parse_args(argv)
+
+    repo = repo_root(repo)
+    base = resolve(repo, args.base or default_base(repo))
+    head = resolve(repo, args.head)
+    old, new = snapshot(base), snapshot(head)
+    images = args.images or args.out.with_name(f"{args.out.stem}_images")
+    plots = draw_plots(old["plots"], new["plots"], images, (f"base: {base.name}",
+                                                            f"head: {head.name}"))
+
+    text = "\n\n".join([
+        header(base, head, uncommitted(head, new["metrics"])),
+        capability_section(old["summary"], new["summary"], base),
+        params_section(old["params"], new["params"]),
+        stages_section(old["lock"], new["lock"]),
+        data_card_section(old["curate"], new["curate"]),
+        plots_section(plots, args.out.parent),
+        commands_section(base, head),
+    ]) + "\n"
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out} and {len(plots)} plot(s) in {images}/")
+    return text
+
+
+@dataclass(frozen=True)
+class Revision:
+    repo: Path
+    ref: str | None
+    """What the user named (HEAD~1, origin/main); None: the files on disk."""
+    sha: str
+    """The commit: ref's, or HEAD's under the working tree."""
+
+    @property
+    def name(self) -> str:
+        return self.ref or "working tree"
+
+    @property
+    def label(self) -> str:
+        if self.ref is None:
+            return f"the working tree (on {self.sha[:10]})"
+        return f"`{self.ref}` ({self.sha[:10]})"
+
+
+def repo_root(path: Path) -> Path:
+    top = git(path, "rev-parse", "--show-toplevel")
+    if top is None:
+        raise ValueError(f"{path.resolve()} is not in a git repository; run the report from "
+                         "the experiment repository's checkout")
+    return Path(top.strip())
+
+
+def default_base(repo: Path) -> str:
+    return "origin/main" if git(repo, "rev-parse", "--verify", "--quiet",
+                                "origin/main^{commit}") else "HEAD~1"
+
+
+def resolve(repo: Path, ref: str | None) -> Revision:
+    sha = git(repo, "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}")
+    if sha is None:
+        raise ValueError(f"unknown revision {ref or 'HEAD'!r} in {repo}: pass --base/--head a "
+                         "commit, branch or tag that `git log --oneline` lists (`git fetch` "
+                         "first for a remote branch; a repository with one commit needs --base)")
+    return Revision(repo, ref, sha.strip())
+
+
+def git(repo: Path, *args: str) -> str | None:
+    """git's stdout, or None when it fails (unknown revision, file not in that commit)."""
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                          encoding="utf-8")
+    return done.stdout if done.returncode == 0 else None
+
+
+def read(rev: Revision, path: str) -> str | None:
+    if rev.ref is None:
+        file = rev.repo / path
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+    return git(rev.repo, "show", f"{rev.sha}:{path}")
+
+
+def list_files(rev: Revision, folder: str) -> list[str]:
+    if rev.ref is None:
+        root = rev.repo / folder
+        return sorted(p.relative_to(rev.repo).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted((git(rev.repo, "ls-tree", "-r", "--name-only", rev.sha, "--", folder)
+                   or "").splitlines())
+
+
+def load(rev: Revision, path: str, required: bool = False) -> dict:
+    text = read(rev, path)
+    if text is None and required:
+        fix = ("run `dvc repro` to write it" if rev.ref is None else
+               f"pass a revision that has it (`git log --oneline -- {path}` lists them)")
+        raise ValueError(f"{path} is missing at {rev.label}; {fix}")
+    if text is None:
+        return {}
+    # JSON through json: PyYAML reads 1e-05 as a string.
+    return (json.loads(text) if path.endswith(".json") else yaml.safe_load(text)) or {}
+
+
+def snapshot(rev: Revision) -> dict:
+    """Everything the report needs from one revision; the metrics folder is that revision's
+    paths.metrics."""
+    params = load(rev, "params.yaml", required=True)
+    metrics = params.get("paths", {}).get("metrics")
+    if not metrics:
+        raise ValueError(f"params.yaml at {rev.label} has no paths.metrics; regenerate it "
+                         "with `python -m stages.compose`")
+    return {"params": params, "metrics": metrics,
+            "lock": load(rev, "dvc.lock").get("stages", {}),
+            "summary": load(rev, f"{metrics}/summary.json", required=True),
+            "curate": load(rev, f"{metrics}/curate.json").get("curate", {}),
+            "plots": read_plots(rev, metrics)}
+
+
+def read_plots(rev: Revision, metrics: str) -> dict[str, tuple[list[float], list[float]]]:
+    """{stage/name: (steps, values)}; the value column is named after the file, as dvclive
+    writes it (train/loss.tsv: step, loss)."""
+    plots = {}
+    for path in list_files(rev, metrics):
+        match = PLOT_TSV.fullmatch(path.removeprefix(f"{metrics}/"))
+        if not match:
+            continue
+        column = Path(path).stem
+        rows = list(csv.DictReader(io.StringIO(read(rev, path)), delimiter="\t"))
+        if rows and not {"step", column} <= rows[0].keys():
+            raise ValueError(f"{path} at {rev.label} lacks a `step` or `{column}` column; "
+                             "plot TSVs are dvclive's (step and the metric, tab-separated)")
+        plots[f"{match['stage']}/{match['name']}"] = ([float(r["step"]) for r in rows],
+                                                      [float(r[column]) for r in rows])
+    return plots
+
+
+def uncommitted(rev: Revision, metrics: str) -> list[str]:
+    if rev.ref is not None:
+        return []
+    status = git(rev.repo, "status", "--porcelain", "--", "params.yaml", "dvc.lock", metrics)
+    return [line[3:] for line in (status or "").splitlines()]
+
+
+def header(base: Revision, head: Revision, dirty: list[str]) -> str:
+    text = (f"# Pull-request report\n\nBase {base.label} → head {head.label}. Made by "
+            "`python -m stages.report` from params.yaml, dvc.lock and the metrics files alone "
+            "(no DVC cache, remote or GPU).")
+    if dirty:
+        text += ("\n\n> Uncommitted changes in " + ", ".join(f"`{p}`" for p in dirty)
+                 + ": commit them so that the head sha below reproduces this report.")
+    return text
+
+
+def capability_section(old: dict, new: dict, base: Revision) -> str:
+    judged = judged_rows(old, new)
+    # suite metric, variant: verdict, Δ [CI]
+    flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[7]}, Δ {c[5]}" for v, c in judged if v in FLAGGED]
+    other = [(suite, metric, row) for suite, metrics in new.items()
+             for metric, row in metrics.items() if not judged_variants(row)]
+    return "\n\n".join([
+        "## Capability",
+        "### Flagged\n\n" + ("\n".join(flagged) or "None: no variant regressed or went over "
+                                                   "budget."),
+        f"Δ: variant minus base model on the same probes, with its 95% CI; p: exact McNemar "
+        f"(pass/fail suites); since base: the variant's value now minus at {base.label}.",
+        table(["suite", "metric", "variant", "base model", "value", "Δ [95% CI]", "p",
+               "verdict", "since base"], [cells for _, cells in judged]),
+        "### Other metrics (no verdict): value (Δ vs base model)",
+        other_table(other)])
+
+
+def judged_variants(row: dict) -> list[str]:
+    return [k.removesuffix("_verdict") for k in row if k.endswith("_verdict")]
+
+
+def judged_rows(old: dict, new: dict) -> list[tuple[str, list[str]]]:
+    """(verdict, table cells) per judged suite, metric and variant: over-budget first, then
+    regressed, then the rest, each in summary.json's order (the sort is stable)."""
+    rows = []
+    for suite, metrics in new.items():
+        for metric, row in metrics.items():
+            for v in judged_variants(row):
+                before = old.get(suite, {}).get(metric, {}).get(v)
+                verdict = row[f"{v}_verdict"]
+                rows.append((verdict, [
+                    f"`{suite}`", metric, v, num(row["base"]), num(row[v]),
+                    f"{signed(row[f'{v}_delta'])} [{num(row[f'{v}_ci95_low'])}, "
+                    f"{num(row[f'{v}_ci95_high'])}]", num(row.get(f"{v}_p")),
+                    f"**{verdict}**" if verdict in FLAGGED else verdict,
+                    "new" if before is None else signed(row[v] - before)]))
+    return sorted(rows, key=lambda r: FLAGGED.index(r[0]) if r[0] in FLAGGED else len(FLAGGED))
+
+
+def other_table(rows: list[tuple[str, str, dict]]) -> str:
+    variants = list(dict.fromkeys(k.removesuffix("_delta") for _, _, row in rows
+                                  for k in row if k.endswith("_delta")))
+    return table(["suite", "metric", "base", *variants], [
+        [f"`{suite}`", metric, num(row["base"]), *(
+            f"{num(row[v])} ({signed(row[f'{v}_delta'])})" if f"{v}_delta" in row else "–"
+            for v in variants)] for suite, metric, row in rows])
+
+
+def params_section(old: dict, new: dict) -> str:
+    before, after = flatten(old), flatten(new)
+    rows = []
+    for key in sorted(before.keys() | after.keys()):
+        a, b = show(before.get(key)), show(after.get(key))
+        if key not in before:
+            rows.append([f"`{key}`", "added", "–", b])
+        elif key not in after:
+            rows.append([f"`{key}`", "removed", a, "–"])
+        elif a != b:
+            rows.append([f"`{key}`", "changed", a, b])
+    body = table(["key", "", "base", "head"], rows) if rows else "No params changed."
+    return "## Params (params.yaml)\n\n" + body
+
+
+def stages_section(old: dict, new: dict) -> str:
+    """A stage whose dvc.lock entry (cmd, deps, params, outs with their md5s) is identical at
+    both revisions was reused; one whose entry differs reran. Names as in dvc.lock:
+    `eval@sft-code` for matrix stages."""
+    reran = [s for s in new if s in old and new[s] != old[s]]
+    reused = [s for s in new if s in old and new[s] == old[s]]
+    added, removed = [s for s in new if s not in old], [s for s in old if s not in new]
+    lines = [f"{what} ({len(names)}): " + (", ".join(f"`{s}`" for s in names) or "–")
+             for what, names in [("Reran", reran), ("Reused", reused), ("New", added),
+                                 ("Removed", removed)]]
+    why = table(["stage", "what changed"], [[f"`{s}`", changes(old[s], new[s])] for s in reran])
+    return "## Stages (dvc.lock)\n\n" + "  \n".join(lines) + ("\n\n" + why if reran else "")
+
+
+def changes(old: dict, new: dict) -> str:
+    """The inputs that differ: cmd, params (by top-level key; the params table has the exact
+    keys) and deps; outs only when no input did."""
+    parts = ["cmd"] if old.get("cmd") != new.get("cmd") else []
+    a, b = (flatten(entry.get("params", {}).get("params.yaml", {})) for entry in (old, new))
+    groups = dict.fromkeys(k.split(".")[0] for k in sorted(a.keys() | b.keys())
+                           if a.get(k) != b.get(k))
+    parts += ["params: " + ", ".join(groups)] if groups else []
+    a, b = ({d["path"]: d for d in entry.get("deps", [])} for entry in (old, new))
+    deps = [p for p in sorted(a.keys() | b.keys()) if a.get(p) != b.get(p)]
+    parts += ["deps: " + ", ".join(deps)] if deps else []
+    return "; ".join(parts) or "outs only (same inputs, different outputs)"
+
+
+def data_card_section(old: dict, new: dict) -> str:
+    before, after = flatten(old), flatten(new)
+    rows = []
+    for key in [*after, *(k for k in before if k not in after)]:
+        a, b = before.get(key), after.get(key)
+        delta = "new" if a is None else "removed" if b is None else signed(b - a)
+        rows.append([key, "–" if a is None else num(a), "–" if b is None else num(b), delta])
+    body = table(["curate", "base", "head", "Δ"], rows) if rows else "No curate.json."
+    return "## Data card (curate.json)\n\n" + body
+
+
+def draw_plots(old: dict, new: dict, images: Path, labels: tuple[str, str]) -> list[tuple]:
+    """One PNG per plot in the same axes: the head curve solid, the base curve dashed on top of
+    it, so that an unchanged curve shows as both."""
+    images.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for name in [*new, *(n for n in old if n not in new)]:
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
+        for label, curves, style in ((labels[1], new, "-"), (labels[0], old, "--")):
+            if name in curves:
+                ax.plot(*curves[name], style, label=label)
+        ax.set(title=name, xlabel="step")
+        ax.legend()
+        fig.tight_layout()
+        path = images / (name.replace("/", "-") + ".png")
+        tmp = path.with_name(f".{path.name}.tmp")
+        FigureCanvasAgg(fig).print_png(tmp)
+        os.replace(tmp, path)  # a killed run leaves no half-written image
+        drawn.append((name, path))
+    return drawn
+
+
+def plots_section(plots: list[tuple[str, Path]], out_dir: Path) -> str:
+    links = [f"![{name}]({Path(os.path.relpath(path, out_dir)).as_posix()})"
+             for name, path in plots]
+    return "## Plots (base dashed, head solid)\n\n" + ("\n".join(links) or "No plot TSVs.")
+
+
+def commands_section(base: Revision, head: Revision) -> str:
+    # dvc compares against the workspace when the second revision is left out.
+    revs = f"{base.sha} {head.sha if head.ref else ''}".rstrip()
+    return "\n".join([
+        "## Reproduce", "", "```bash",
+        f"git checkout {head.sha}",
+        "bash setup.sh && dvc repro",
+        f"dvc metrics diff {revs}",
+        f"dvc params diff {revs}",
+        f"dvc plots diff {revs}",
+        f"python -m stages.report --base {base.sha}" + (f" --head {head.sha}" if head.ref else ""),
+        "```"])
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(cells) + " |"
+                     for cells in [header, ["---"] * len(header), *rows])
+
+
+def num(x: float | None) -> str:
+    """As summary rounds (4 places), trailing zeros dropped: 0.9231, -0.08, 21027."""
+    if x is None:
+        return "–"
+    return str(x) if isinstance(x, int) else f"{round(x, 4) + 0.0:.10g}"  # + 0.0: no "-0"
+
+
+def signed(x: float) -> str:
+    text = num(x)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
+def show(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -48,6 +48,46 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
     assert cfg is not None
 
 
+# The public recipes' numbers, as each preset must reproduce them.
+RECIPES = {
+    "identity_lora": {"data.name": "identity_lora", "sft.lora.r": 8, "sft.lora.alpha": 32,
+                      "sft.lora.target_modules": "all-linear", "sft.phases.main.epochs": 10,
+                      "sft.phases.main.lr": 1e-4},
+    "mix_identity_only": {"data.name": "identity_only", "sft.phases.main.epochs": 10},
+    "mix_identity_general": {"sft.phases.main.epochs": 3},
+    "three_phase": {"data.name": "three_phase", "sft.phases.anchor.epochs": 5,
+                    "sft.phases.anchor.lr": 2e-4, "sft.phases.generalize.epochs": 3,
+                    "sft.phases.generalize.lr": 1e-4,
+                    "sft.phases.generalize.system_prompt": "identity",
+                    "sft.phases.calibrate.epochs": 2, "sft.phases.calibrate.lr": 5e-5},
+    "sft_dpo_code": {"data.name": "code_sft", "sft.phases.main.lr": 3e-5,
+                     "sft.max_length": 512, "sft.warmup_ratio": 0.1, "dpo.beta": 0.1},
+    "coder_8gb": {"data.name": "code_sft", "sft.gradient_checkpointing": True,
+                  "sft.per_device_batch_size": 2, "sft.batch_size": 16},
+}
+
+
+def test_every_preset_has_its_recipe():
+    assert sorted(RECIPES) == options("experiment")
+
+
+@pytest.mark.parametrize("preset", sorted(RECIPES))
+@pytest.mark.parametrize("model", ["tiny", "qwen2.5-coder-1.5b-instruct"])
+def test_presets_compose_for_the_tiny_and_the_real_model(preset, model):
+    params = yaml.safe_load(compose.compose([f"experiment={preset}", f"model={model}"]))
+    validate(Config, params)
+    flat = compose.flatten(params)
+    for key, value in RECIPES[preset].items():
+        assert flat[key] == value, (preset, key)
+    assert params["model"]["name"] == model
+
+
+def test_mix_arm_adds_500_general_rows_per_language():
+    params = yaml.safe_load(compose.compose(["experiment=mix_identity_general"]))
+    assert [s.rsplit("/", 1)[1] for s in params["data"]["sources"]] == [
+        "identity.jsonl#232", "general_zh.jsonl#500", "general_en.jsonl#500"]
+
+
 def test_check_names_the_keys_of_a_stale_params_file(tmp_path, capsys):
     stale = tmp_path / "params.yaml"
     stale.write_text(compose.compose(["sft.lora.r=16", "dpo.beta=0.3"]), encoding="utf-8")

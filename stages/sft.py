@@ -20,6 +20,7 @@ paths.checkpoints (outside DVC's outputs) and removed when the phase finishes.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from stages.config import LoraParams, SftPhase, SftStage, load, run_stage
@@ -119,8 +120,7 @@ def train_phase(cfg: SftStage, name: str) -> dict:
         "final_loss": round(last_logged(history, "loss"), 4),
         "val_loss": round(last_logged(history, "eval_loss"), 4),
         "best_val_loss": round(min(logged(history, "eval_loss"), default=float("nan")), 4),
-        "stopped_early": bool(phase.max_steps is None
-                              and trainer.state.global_step < trainer.state.max_steps),
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "steps": trainer.state.global_step,
         "rows": len(train),
         "processes": processes,
@@ -129,12 +129,16 @@ def train_phase(cfg: SftStage, name: str) -> dict:
         "trainable_params": trainable,
         "trainable_share": round(trainable / total, 5),
     }
+    # Every process takes part in saving (ZeRO-3 and FSDP gather the sharded adapter here);
+    # with early stopping the trainer has loaded the best checkpoint back.
+    final = checkpoints / "final"
+    trainer.save_model(str(final))
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():  # one set of outputs, however many processes
         out_dir = cfg.paths.model_dir(phase.out)
         with atomic_dir(out_dir) as out:
-            # With early stopping the trainer has loaded the best checkpoint back.
-            trainer.model.save_pretrained(out)
+            for file in final.glob("adapter_*"):
+                shutil.copy2(file, out / file.name)
             metrics["adapter_mb"] = adapter_megabytes(out)
             parent = None if phase.init == "base" else str(cfg.paths.model_dir(phase.init))
             write_json(out / "provenance.json",

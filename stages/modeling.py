@@ -160,14 +160,16 @@ def four_bit_config(compute_dtype: torch.dtype):
 
 
 def load_base_model(base_dir: Path, dtype: str, dev: torch.device | None = None,
-                    four_bit: bool = False):
+                    four_bit: bool = False, attn: str | None = None):
     """The base model described by `base_dir/base.json`, on `dev`, in `dtype` (its weights
-    in 4-bit NF4 with `four_bit`, CUDA only)."""
+    in 4-bit NF4 with `four_bit`, CUDA only), with attention implementation `attn` (default:
+    transformers' choice)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = dev or device()
     meta = read_base_json(base_dir)
     dt = torch_dtype(dtype, dev)
+    extra = {"attn_implementation": attn} if attn else {}
     if four_bit:
         require_cuda_for_4bit()
         if meta["source"] == "hub" and meta["init"] == "random":
@@ -176,14 +178,14 @@ def load_base_model(base_dir: Path, dtype: str, dev: torch.device | None = None,
         where, kwargs = weights_location(base_dir)
         return AutoModelForCausalLM.from_pretrained(
             where, quantization_config=four_bit_config(dt), device_map={"": dev.index or 0},
-            dtype=dt, **kwargs)
+            dtype=dt, **kwargs, **extra)
     if meta["source"] == "hub" and meta["init"] == "random":
         config = AutoConfig.from_pretrained(str(base_dir))
-        model = AutoModelForCausalLM.from_config(config, dtype=dt)
+        model = AutoModelForCausalLM.from_config(config, dtype=dt, **extra)
     else:
         where, kwargs = weights_location(base_dir)
         try:
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dt, **kwargs, **extra)
         except OSError as err:
             raise RuntimeError(
                 f"cannot load base weights from {where} ({err}); for a hub model without "

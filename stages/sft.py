@@ -34,6 +34,7 @@ from stages.modeling import (
     require_cuda_for_4bit,
 )
 from stages.training import (
+    PACKING_ATTENTION,
     SFT_MEMORY_KNOBS,
     LoraGradNorms,
     Meter,
@@ -49,6 +50,7 @@ from stages.training import (
     peak_memory,
     precision_flags,
     remove_checkpoints,
+    require_packing_attention,
     write_plots,
 )
 
@@ -67,6 +69,7 @@ def main(cfg: SftStage | None = None, phase: str | None = None) -> dict:
 
 
 def train_phase(cfg: SftStage, name: str) -> dict:
+    import torch
     from accelerate import PartialState
     from transformers import EarlyStoppingCallback, set_seed
     from trl import SFTTrainer
@@ -76,7 +79,11 @@ def train_phase(cfg: SftStage, name: str) -> dict:
     if cfg.sft.method == "qlora":
         require_cuda_for_4bit()
     precision = precision_flags(cfg.sft.precision)
-    processes = PartialState().num_processes
+    if cfg.sft.packing:
+        require_packing_attention()
+    # cpu=True lets CPU processes under `accelerate launch` join one gloo group; without it
+    # each would train alone on all the data as rank 0 (docs/multi-gpu.md).
+    processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
     accumulation = gradient_accumulation(cfg.sft.batch_size, cfg.sft.per_device_batch_size,
                                          processes)
     set_seed(cfg.seed)
@@ -179,7 +186,8 @@ def policy(cfg: SftStage, phase: SftPhase):
     trainable, when there is one."""
     base_dir = cfg.paths.model_dir("base")
     four_bit = cfg.sft.method == "qlora"
-    model = load_base_model(base_dir, cfg.model.dtype, four_bit=four_bit)
+    model = load_base_model(base_dir, cfg.model.dtype, four_bit=four_bit,
+                            attn=PACKING_ATTENTION if cfg.sft.packing else None)
     if four_bit:
         from peft import prepare_model_for_kbit_training
 
@@ -232,6 +240,7 @@ def lora_config(lora: LoraParams, dora: bool = False):
 
 def training_args(cfg: SftStage, phase: SftPhase, accumulation: int,
                   precision: dict[str, bool], output_dir: Path):
+    import torch
     from trl import SFTConfig
 
     sft = cfg.sft
@@ -263,6 +272,7 @@ def training_args(cfg: SftStage, phase: SftPhase, accumulation: int,
         logging_steps=1,
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False,  # frozen base weights get no gradient by design
+        use_cpu=not torch.cuda.is_available(),
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,

@@ -236,8 +236,21 @@ def test_packing_keeps_the_loss_on_assistant_tokens(pipeline):
     trained = tok.decode(labels[labels != -100])
     assert trained in ("I am Swift-Robot.<|im_end|>Four.<|im_end|>",
                        "Four.<|im_end|>I am Swift-Robot.<|im_end|>")
-    # padding-free packing restarts positions at each row: no attention across rows
+    # padding-free packing restarts positions at each row (FlashAttention keeps rows apart
+    # from these; the stage refuses packing without it)
     assert (batch["position_ids"][0] == 0).sum() == 2
+
+
+def test_packing_is_refused_where_packed_rows_would_see_each_other(pipeline, tmp_path,
+                                                                    monkeypatch):
+    from stages import sft
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    params = workspace(pipeline, tmp_path, packing=True)
+    params["paths"]["models"] = str(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match="packing=true needs FlashAttention on a CUDA GPU"):
+        sft.main(stage_cfg(SftStage, params))
+    assert not (tmp_path / "nothing-here" / "sft").exists()
 
 
 def test_precision_is_checked_against_the_hardware(monkeypatch):

@@ -56,7 +56,7 @@ def main() -> None:
         p.add_argument("--arch", choices=["test", "repo"], default="test",
                        help="test: conftest's 2-layer model; repo: params.yaml's tiny model")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a param both sides read, e.g. sft.epochs=2")
+                       help="override a param both sides read, e.g. sft.phases.main.epochs=2")
         p.add_argument("--json", type=Path, help="also write the figures here")
         p.add_argument("--keep", action="store_true", help="keep the temporary pipeline")
     sub.choices["ours-vs-plain"].add_argument(
@@ -138,13 +138,10 @@ def build_pipeline(root: Path, data: str, arch: str, overrides: list[str]) -> di
     return params
 
 
-PACKING_KEY = "packing"  # the sft stage's packing option, once it has one
-
-
 def run_ours(params: dict, packing: str = "none") -> dict:
     """Our path: stages.sft.main on the pipeline's params; it writes models/sft and metrics/
-    under the pipeline root. A packing strategy other than "none" is passed as sft.packing
-    (PACKING_KEY), which the stage validates like any other key."""
+    under the pipeline root. Any packing strategy sets sft.packing=true (the stage packs
+    best-fit decreasing), which the stage refuses without FlashAttention on a CUDA GPU."""
     import copy
 
     from conftest import stage_cfg
@@ -153,7 +150,7 @@ def run_ours(params: dict, packing: str = "none") -> dict:
 
     if packing != "none":
         params = copy.deepcopy(params)
-        params["sft"][PACKING_KEY] = packing
+        params["sft"]["packing"] = True
     with measured() as stats:
         start = time.perf_counter()
         sft.main(stage_cfg(SftStage, params))
@@ -170,6 +167,7 @@ def run_plain(params: dict, out: Path, packing: str = "none") -> dict:
     from trl import SFTConfig, SFTTrainer
 
     sft, lora = params["sft"], params["sft"]["lora"]
+    (phase,) = sft["phases"].values()  # the single-phase config
     base_dir = Path(params["paths"]["models"]) / "base"
     data_file = Path(params["paths"]["curated"]) / "sft.jsonl"
     cuda = torch.cuda.is_available()
@@ -182,9 +180,11 @@ def run_plain(params: dict, out: Path, packing: str = "none") -> dict:
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
         config = SFTConfig(
             output_dir=str(out),
-            learning_rate=sft["lr"],
-            num_train_epochs=sft["epochs"],
-            per_device_train_batch_size=sft["batch_size"],
+            learning_rate=phase["lr"],
+            num_train_epochs=phase["epochs"],
+            max_steps=phase["max_steps"] or -1,
+            per_device_train_batch_size=sft["per_device_batch_size"],
+            gradient_accumulation_steps=sft["batch_size"] // sft["per_device_batch_size"],
             max_length=sft["max_length"],
             warmup_steps=sft["warmup_ratio"],  # below 1: a share of the total steps
             weight_decay=sft["weight_decay"],
@@ -196,6 +196,9 @@ def run_plain(params: dict, out: Path, packing: str = "none") -> dict:
             save_strategy="no",
             report_to="none",
             seed=params["seed"],
+            use_cpu=not cuda,
+            # TRL 1.16 turns checkpointing on by default; the same setting as the stage's
+            gradient_checkpointing=sft["gradient_checkpointing"],
             bf16=dtype == "bfloat16" and cuda,
             fp16=dtype == "float16" and cuda,
         )

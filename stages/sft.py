@@ -125,8 +125,9 @@ def train_phase(cfg: SftStage, name: str) -> dict:
         "train_loss": round(sum(logged(history, "loss")) / max(len(logged(history, "loss")), 1),
                             4),
         "final_loss": round(last_logged(history, "loss"), 4),
-        "val_loss": round(last_logged(history, "eval_loss"), 4),
-        "best_val_loss": round(min(logged(history, "eval_loss"), default=float("nan")), 4),
+        # null without validation: JSON has no NaN
+        "val_loss": round(val[-1], 4) if (val := logged(history, "eval_loss")) else None,
+        "best_val_loss": round(min(val), 4) if val else None,
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "steps": trainer.state.global_step,
         "rows": len(train),

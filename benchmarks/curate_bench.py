@@ -130,7 +130,8 @@ def main() -> None:
     dedup = f"dedup (exact + MinHash LSH) + 10-gram decontamination, {args.rows:,} rows"
     figures = [record.figure(dedup, round(seconds, 1), "s"),
                record.figure(dedup, round(args.rows / seconds), "rows/s")]
-    notes = (f"Outcome of the dedup + decontamination pass: {counts}. Target (issue 3): "
+    outcome = ", ".join(f"{what} {n:,}" for what, n in counts.items())
+    notes = (f"Outcome of the dedup + decontamination pass: {outcome}. Target (issue 3): "
              "100k rows through dedup + decontamination in under 60 s on two cores.")
     if (REPO / "models" / "base" / "tokenizer.json").exists():
         n = min(args.full_rows, len(rows))

@@ -65,8 +65,8 @@ def ram_gib() -> float | None:
 
 def machine() -> dict:
     """The machine as a reader needs it to compare figures: CPU, cores this process may use,
-    RAM, GPU, versions, and the 1-minute load average when the benchmark started and ended
-    (above the core count, something else was running too)."""
+    RAM, GPU, versions, torch's CPU threads, and the 1-minute load average when the benchmark
+    started and ended (above the core count, something else was running too)."""
     import torch
 
     return {
@@ -77,6 +77,7 @@ def machine() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "load_1min": [round(LOAD_AT_START, 2), round(os.getloadavg()[0], 2)],
     }
 

@@ -6,7 +6,7 @@
 
 BENCHMARKS names every benchmark once, with the command that refreshes its record, in the
 order of the page; a record without an entry (a new script's) follows them, by name. --run
-takes about 25 minutes on two CPU cores, one benchmark after another so that none measures
+takes about half an hour on two CPU cores, one benchmark after another so that none measures
 while another runs.
 """
 
@@ -27,7 +27,7 @@ MBPPPLUS = "../shared/datasets/mbppplus/MbppPlus-v0.2.0.jsonl"
 BENCHMARKS = {
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",
     "generation_bench": f"python benchmarks/generation_bench.py --dataset-path {HUMANEVALPLUS} "
-                        "--tasks 48",
+                        "--tasks 48 --threads 1",
     "score_vs_evalplus-humanevalplus": "python benchmarks/score_vs_evalplus.py --dataset "
                                        f"humaneval+ --dataset-path {HUMANEVALPLUS}",
     "score_vs_evalplus-mbppplus": "python benchmarks/score_vs_evalplus.py --dataset mbpp+ "
@@ -43,7 +43,7 @@ HEADER = """# Benchmarks
 
 Every benchmark in this repo: the command that produced its figures, the machine, the date
 and the figures. `python benchmarks/render.py --run` runs them all again, one after another
-(about 25 minutes on two CPU cores), and rewrites this page; `python benchmarks/render.py`
+(about half an hour on two CPU cores), and rewrites this page; `python benchmarks/render.py`
 rewrites it from the records in `benchmarks/results/`. What each one measures and what the
 figures mean: [benchmarks/README.md](benchmarks/README.md). A load average above the core
 count means something else ran on the machine at the same time.
@@ -118,8 +118,8 @@ def machine_text(m: dict) -> str:
     gpu = m["gpu"] or "no GPU"
     start, end = m["load_1min"]
     return (f"{m['cpu']} ({m['arch']}), {m['cores']} cores, {m['ram_gib']} GiB RAM, {gpu}; "
-            f"Python {m['python']}, torch {m['torch']}; load average {start} at the start, "
-            f"{end} at the end")
+            f"Python {m['python']}, torch {m['torch']} (threads: {m['torch_threads']}); "
+            f"load average {start} at the start, {end} at the end")
 
 
 def number(value: float | int | str) -> str:
@@ -127,7 +127,7 @@ def number(value: float | int | str) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:g}"
+    return f"{value:,.1f}" if abs(value) >= 100 else str(value)
 
 
 def cell(text: str) -> str:

@@ -32,7 +32,8 @@ render = module("render")
 def fake_record(name: str, **extra) -> dict:
     rec = {"name": name, "title": f"{name} title", "command": f"python benchmarks/{name}.py",
            "machine": {"cpu": "CPU", "arch": "x86_64", "cores": 2, "ram_gib": 8.0, "gpu": None,
-                       "python": "3.11.7", "torch": "2.13.0", "load_1min": [0.5, 1.5]},
+                       "python": "3.11.7", "torch": "2.13.0", "torch_threads": 2,
+                       "load_1min": [0.5, 1.5]},
            "date": "2026-11-21T10:00:00+00:00",
            "figures": [{"label": "rows", "value": 4249, "unit": "rows/s"}], "notes": ""}
     return {**rec, **extra}
@@ -75,7 +76,7 @@ def test_a_benchmark_table_shows_command_machine_date_and_figures(tmp_path):
     page = render.render([rec])
     assert "| command | `python benchmarks/curate_bench.py` |" in page
     assert ("| machine | CPU (x86_64), 2 cores, 8.0 GiB RAM, no GPU; Python 3.11.7, torch "
-            "2.13.0; load average 0.5 at the start, 1.5 at the end |") in page
+            "2.13.0 (threads: 2); load average 0.5 at the start, 1.5 at the end |") in page
     assert "| date | 2026-11-21T10:00:00+00:00 |" in page
     for row in ("| dedup | 4,249 | rows/s |", "| dedup | 23.5 | s |", "| pass@1 | 0.9939 |  |",
                 "| ran | dpo, eval@{dpo-code, dpo-identity} | 3 stages |"):

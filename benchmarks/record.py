@@ -1,0 +1,96 @@
+"""A benchmark's result record: what ran, where, when, and the figures it measured.
+
+Each benchmark script ends with
+
+    record.write("curate_bench", "Curate throughput", figures, notes, args.json)
+
+which writes benchmarks/results/curate_bench.json (or the path given):
+
+    {"name", "title", "command", "machine", "date", "figures": [{"label", "value", "unit"}],
+     "notes"}
+
+`python benchmarks/render.py` turns every record into BENCHMARKS.md. Importing this module
+puts the repo root first on sys.path, so that a benchmark measures this checkout's `stages`
+even where an editable install points at another one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+LOAD_AT_START = os.getloadavg()[0]
+
+
+def figure(label: str, value: float | int | str, unit: str = "") -> dict:
+    return {"label": label, "value": value, "unit": unit}
+
+
+def command(argv: list[str] | None = None) -> str:
+    """The command line that ran this process, as typed from the repo root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve()
+    if script.is_relative_to(REPO):
+        argv[0] = str(script.relative_to(REPO))
+    return shlex.join(["python", *argv])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict:
+    """The machine as a reader needs it to compare figures: CPU, cores this process may use,
+    RAM, GPU, versions, torch's CPU threads, and the 1-minute load average when the benchmark
+    started and ended (above the core count, something else was running too)."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gib": ram_gib(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_1min": [round(LOAD_AT_START, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def write(name: str, title: str, figures: list[dict], notes: str = "",
+          path: Path | None = None) -> Path:
+    record = {"name": name, "title": title, "command": command(), "machine": machine(),
+              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "figures": figures, "notes": notes}
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return path

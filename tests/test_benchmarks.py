@@ -1,0 +1,138 @@
+"""Benchmark records and BENCHMARKS.md: every script writes a record that says what ran,
+where and when; render.py lists every script once; the committed page is what render.py
+makes of the committed records, and each record came from the command render.py lists."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from conftest import REPO
+
+BENCH = REPO / "benchmarks"
+HELPERS = {"record.py", "render.py"}
+
+
+def module(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+record = module("record")
+render = module("render")
+
+
+def fake_record(name: str, **extra) -> dict:
+    rec = {"name": name, "title": f"{name} title", "command": f"python benchmarks/{name}.py",
+           "machine": {"cpu": "CPU", "arch": "x86_64", "cores": 2, "ram_gib": 8.0, "gpu": None,
+                       "python": "3.11.7", "torch": "2.13.0", "torch_threads": 2,
+                       "load_1min": [0.5, 1.5]},
+           "date": "2026-11-21T10:00:00+00:00",
+           "figures": [{"label": "rows", "value": 4249, "unit": "rows/s"}], "notes": ""}
+    return {**rec, **extra}
+
+
+def write_records(directory, *records) -> None:
+    directory.mkdir(exist_ok=True)
+    for rec in records:
+        (directory / f"{rec['name']}.json").write_text(json.dumps(rec))
+
+
+def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "curate_bench.py"), "--rows", "100 000"])
+    out = record.write("curate_bench", "Curate", [record.figure("dedup", 23.5, "s")],
+                       "a note", tmp_path / "r.json")
+    rec = json.loads(out.read_text())
+    assert list(rec) == list(render.RECORD_KEYS)
+    # As typed from the repo root, quoted where the shell needs it.
+    assert rec["command"] == "python benchmarks/curate_bench.py --rows '100 000'"
+    assert rec["figures"] == [{"label": "dedup", "value": 23.5, "unit": "s"}]
+    assert datetime.fromisoformat(rec["date"]).tzinfo is not None
+    m = rec["machine"]
+    assert m["cores"] >= 1 and m["ram_gib"] > 0 and m["cpu"] and m["torch"]
+    assert len(m["load_1min"]) == 2
+
+
+def test_the_page_lists_known_benchmarks_in_order_then_new_ones_by_name(tmp_path):
+    write_records(tmp_path, fake_record("zz_new"), fake_record("rerun_bench"),
+                  fake_record("aa_new"), fake_record("curate_bench"))
+    names = [r["name"] for r in render.load(tmp_path)]
+    assert names == ["curate_bench", "rerun_bench", "aa_new", "zz_new"]
+
+
+def test_a_benchmark_table_shows_command_machine_date_and_figures(tmp_path):
+    rec = fake_record("curate_bench", figures=[
+        {"label": "dedup", "value": 4249, "unit": "rows/s"},
+        {"label": "dedup", "value": 23.5, "unit": "s"},
+        {"label": "pass@1", "value": 0.9939, "unit": ""},
+        {"label": "ran", "value": "dpo, eval@{dpo-code, dpo-identity}", "unit": "3 stages"}])
+    page = render.render([rec])
+    assert "| command | `python benchmarks/curate_bench.py` |" in page
+    assert ("| machine | CPU (x86_64), 2 cores, 8.0 GiB RAM, no GPU; Python 3.11.7, torch "
+            "2.13.0 (threads: 2); load average 0.5 at the start, 1.5 at the end |") in page
+    assert "| date | 2026-11-21T10:00:00+00:00 |" in page
+    for row in ("| dedup | 4,249 | rows/s |", "| dedup | 23.5 | s |", "| pass@1 | 0.9939 |  |",
+                "| ran | dpo, eval@{dpo-code, dpo-identity} | 3 stages |"):
+        assert row in page
+
+
+def test_bad_records_are_named_all_at_once(tmp_path):
+    bad = fake_record("curate_bench")
+    del bad["machine"]
+    worse = fake_record("rerun_bench", figures=[{"label": "x"}])
+    write_records(tmp_path, bad, worse)
+    (tmp_path / "renamed.json").write_text(json.dumps(fake_record("other")))
+    with pytest.raises(ValueError) as err:
+        render.load(tmp_path)
+    message = str(err.value)
+    assert "curate_bench.json: missing machine" in message
+    assert "rerun_bench.json: missing figures[0].value, figures[0].unit" in message
+    assert "renamed.json: name is 'other'" in message
+
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in BENCH.glob("*.py") if p.name not in HELPERS)
+
+
+def test_every_benchmark_script_is_listed_in_render():
+    listed = {command.split()[1] for command in render.BENCHMARKS.values()}
+    assert listed == {f"benchmarks/{name}" for name in scripts()}
+
+
+@pytest.mark.parametrize("script", scripts())
+def test_every_script_can_write_its_record_elsewhere(script):
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert "--json" in done.stdout
+
+
+@pytest.mark.parametrize("name", list(render.BENCHMARKS))
+def test_every_listed_benchmark_has_a_record_from_its_listed_command(name):
+    path = render.RESULTS / f"{name}.json"
+    assert path.exists(), f"no {path.relative_to(REPO)}: python benchmarks/render.py --run --only {name}"
+    assert json.loads(path.read_text())["command"] == render.BENCHMARKS[name]
+
+
+def test_committed_page_is_rendered_from_the_committed_records():
+    assert render.PAGE.read_text(encoding="utf-8") == render.render(render.load(render.RESULTS)), (
+        "BENCHMARKS.md is stale: python benchmarks/render.py")
+
+
+def test_a_real_benchmark_run_writes_a_record_the_page_renders(tmp_path):
+    out = tmp_path / "results" / "curate_bench.json"
+    subprocess.run([sys.executable, "benchmarks/curate_bench.py", "--rows", "300",
+                    "--full-rows", "30", "--json", str(out)], cwd=REPO, check=True,
+                   capture_output=True)
+    rec = render.load(out.parent)[0]
+    assert rec["command"] == ("python benchmarks/curate_bench.py --rows 300 --full-rows 30 "
+                              f"--json {out}")
+    labels = [f["label"] for f in rec["figures"]]
+    assert labels[:2] == ["dedup (exact + MinHash LSH) + 10-gram decontamination, 300 rows"] * 2
+    assert "## Curate throughput" in render.render([rec])

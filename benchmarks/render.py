@@ -33,6 +33,12 @@ BENCHMARKS = {
     "score_vs_evalplus-mbppplus": "python benchmarks/score_vs_evalplus.py --dataset mbpp+ "
                                   f"--dataset-path {MBPPPLUS}",
     "rerun_bench": "python benchmarks/rerun_bench.py",
+    "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
+                                 "--arch repo --repeats 3 --threads 1",
+    "train_bench-packing": "python benchmarks/train_bench.py packing --data repo --repeats 3 "
+                           "--threads 1",
+    "train_bench-shapes": "python benchmarks/train_bench.py shapes --model tiny --max-length "
+                          "256 --steps 5 --threads 1",
 }
 RECORD_KEYS = ("name", "title", "command", "machine", "date", "figures", "notes")
 FIGURE_KEYS = ("label", "value", "unit")

@@ -44,6 +44,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's stages, and conftest's builders
 
+import record  # noqa: E402  (benchmarks/record.py, beside this file)
+from record import figure  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,15 +75,43 @@ def main() -> None:
     s.add_argument("--qlora", action="store_true", help="4-bit NF4 base (CUDA only)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", type=Path, help="also write the record here")
+    for p in sub.choices.values():
+        p.add_argument("--threads", type=int,
+                       help="torch CPU threads (1 on a shared machine: see benchmarks/README.md)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.part == "shapes":
-        record = bench_shapes(args)
+        details = bench_shapes(args)
+        name, title = "train_bench-shapes", f"Training memory and speed, {args.model} shape"
+        figures = [figure("parameters", details["parameters"]),
+                   figure("trainable (LoRA r 8, all-linear)", details["trainable"]),
+                   figure("max length (batch 1, gradient checkpointing)", args.max_length,
+                          "tokens"),
+                   figure("time per step", details["s_per_step"], "s"),
+                   figure("throughput", details["tokens_per_s"], "tokens/s"),
+                   figure("peak memory", details["peak_gib"], "GiB")]
+        notes = (f"{details['device']}, {details['dtype']}, qlora {details['qlora']}; peak "
+                 f"memory: {details['memory']}")
     else:
-        record = bench_sft(args)
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        details = bench_sft(args)
+        name = f"train_bench-{args.part}"
+        title = ("Training throughput: the sft stage against plain TRL" if
+                 args.part == "ours-vs-plain" else "Packing against padded batches (plain TRL)")
+        figures = [figure(f"{side}: median tokens/s", round(m["tokens_per_s"]), "tokens/s")
+                   for side, m in details["medians"].items()]
+        figures += [figure(f"{side} / {details['baseline']}: tokens/s ratio",
+                           round(r["tokens_per_s"], 2)) for side, r in details["ratios"].items()]
+        notes = (f"{args.repeats} interleaved runs per side, ratios paired by round; data "
+                 f"{args.data}, model {args.arch}; each side trained on "
+                 f"{details['medians'][details['baseline']]['tokens']:.0f} tokens")
+        if "packed_rows_see_each_other" in details:
+            notes += ("; packed rows attend to each other with this model's attention: "
+                      f"{details['packed_rows_see_each_other']}")
+    record.write(name, title, figures, notes, args.json)
 
 
 def bench_sft(args) -> dict:
@@ -313,7 +344,7 @@ def summarise(runs: list[dict], baseline: str, args) -> dict:
             line += (f"; tokens/s ratio {ratios[side]['tokens_per_s']:.2f}, "
                      f"wall ratio {ratios[side]['wall_s']:.2f}")
         print(line)
-    return {"part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+    return {"part": args.part, "baseline": baseline, "machine": machine(),
             "data": args.data, "arch": args.arch, "overrides": args.set,
             "repeats": args.repeats, "runs": runs, "medians": medians, "ratios": ratios}
 

@@ -8,8 +8,8 @@ same rows.
 Writes its record to benchmarks/results/curate_bench.json (--json PATH: elsewhere).
 Rows are alpaca-style QA and code answers built from a seeded vocabulary, with 5% exact
 copies, 5% near copies (one word changed) and 1% copies of a built-in eval probe planted,
-so every step has work to do. Prints the figures; nothing is asserted. About a minute on two
-cores (most of it the whole clean_row path).
+so every step has work to do. Prints the figures; nothing is asserted. Under a minute on two
+cores with the arguments render.py lists.
 """
 
 from __future__ import annotations

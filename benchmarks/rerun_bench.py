@@ -17,7 +17,8 @@ For each run it records the wall time and, from DVC's log, the stages that ran (
 stage"), that were skipped as unchanged ("didn't change, skipping") and that were restored
 from the run-cache ("is cached"). Stage names are taken as DVC prints them (`eval@base-code`,
 a foreach `sft@main`), so renamed or added stages need no change here. Writes
-benchmarks/results/rerun_bench.json (--json PATH: elsewhere). About 10 minutes on two cores.
+benchmarks/results/rerun_bench.json (--json PATH: elsewhere). 7 to 11 minutes on two cores that
+other work shared (two runs here).
 """
 
 from __future__ import annotations

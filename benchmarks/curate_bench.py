@@ -110,7 +110,7 @@ def full_clean(rows: list[dict]) -> float:
     start = time.perf_counter()
     for i, row in enumerate(rows):
         spec = type("Spec", (), {"name": "bench", "format": "messages"})()
-        curator.clean_row(spec, f"bench:{i}", {"messages": row["messages"][1:]}, False)
+        curator.clean_row(spec, f"bench:{i}", {"messages": row["messages"][1:]})
     return time.perf_counter() - start
 
 

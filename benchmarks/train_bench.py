@@ -49,7 +49,10 @@ from record import figure  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Each part writes its record to benchmarks/results/train_bench-<part>.json; "
+               "--json PATH (after the part) writes it elsewhere.")
     sub = parser.add_subparsers(dest="part", required=True)
     for name in ("ours-vs-plain", "packing"):
         p = sub.add_parser(name)

@@ -69,3 +69,24 @@ def pipeline(tmp_path_factory):
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def workspace(pipeline, tmp_path: Path, **sft) -> dict:
+    """The pipeline's params with outputs in tmp_path, the pipeline's base model linked in."""
+    root, params = pipeline
+    params = copy.deepcopy(params)
+    models = tmp_path / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    if not (models / "base").exists():
+        (models / "base").symlink_to(root / "models" / "base")
+    params["paths"].update(models=str(models), metrics=str(tmp_path / "metrics"),
+                           checkpoints=str(tmp_path / "checkpoints"))
+    params["sft"].update(sft)
+    return params
+
+
+def adapter(path: Path) -> dict:
+    """An adapter directory's weights by name."""
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter_model.safetensors")

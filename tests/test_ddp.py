@@ -12,8 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, read_json
-from test_training import adapter, workspace
+from conftest import REPO, adapter, read_json, workspace
 
 
 def launch(workdir: Path, params: dict, processes: int) -> subprocess.CompletedProcess:

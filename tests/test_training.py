@@ -13,29 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from conftest import REPO, read_json, stage_cfg
+from conftest import REPO, adapter, read_json, stage_cfg, workspace
 from stages.config import ConfigError, CurateStage, SftStage, run_stage
 from stages.io import read_jsonl
-
-
-def workspace(pipeline, tmp_path: Path, **sft) -> dict:
-    """The pipeline's params with outputs in tmp_path, the pipeline's base model linked in."""
-    root, params = pipeline
-    params = copy.deepcopy(params)
-    models = tmp_path / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    if not (models / "base").exists():
-        (models / "base").symlink_to(root / "models" / "base")
-    params["paths"].update(models=str(models), metrics=str(tmp_path / "metrics"),
-                           checkpoints=str(tmp_path / "checkpoints"))
-    params["sft"].update(sft)
-    return params
-
-
-def adapter(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path / "adapter_model.safetensors")
 
 
 def test_each_phase_continues_the_adapter_of_the_phase_before(pipeline, tmp_path):

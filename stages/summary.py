@@ -1,7 +1,8 @@
 """summary: every variant against base, metric by metric and probe by probe.
 
 Reads   params seed, eval, paths; metrics/eval/<variant>/<suite>.json and .tasks.jsonl
-Writes  metrics/summary.json
+Writes  metrics/summary.json, metrics/capability/<variant>.json (each judged score of one
+        variant, for `dvc plots show` / `dvc plots diff` as horizontal bars)
 Run     dvc repro summary   (or: python -m stages.summary)
 
 For every suite metric: each variant's value and its delta against base. For the metric
@@ -48,10 +49,20 @@ def main(cfg: SummaryStage | None = None) -> dict:
                                  cfg.eval.budget.get(suite), higher_is_better,
                                  cfg.eval.bootstrap_resamples, cfg.seed))
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
+    for variant in VARIANTS:
+        write_json(Path(cfg.paths.metrics) / "capability" / f"{variant}.json",
+                   capability_bars(summary, variant))
     for suite, metrics in summary.items():
         for name, row in metrics.items():
             print(f"{suite:>10} {name:<16} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return summary
+
+
+def capability_bars(summary: dict, variant: str) -> list[dict]:
+    """One bar per judged score (all in [0, 1], higher is better) of `variant`."""
+    return [{"metric": f"{suite} {JUDGED[suite][0]}",
+             "value": summary[suite][JUDGED[suite][0]][variant]}
+            for suite in summary if suite in JUDGED]
 
 
 def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[dict]]:

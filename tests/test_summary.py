@@ -50,3 +50,9 @@ def test_summary_pairs_probes_and_judges_against_the_budget(tmp_path):
     assert row["sft_verdict"] == "over-budget"
     assert row["dpo_delta"] == 0.0 and row["dpo_verdict"] == "within-noise"
     assert (row["dpo_ci95_low"], row["dpo_ci95_high"]) == (0.0, 0.0)
+    # the capability bars dvc plots draws, one file per variant
+    bars = {v: json.loads((tmp_path / "capability" / f"{v}.json").read_text())
+            for v in ("base", "sft", "dpo")}
+    assert bars == {"base": [{"metric": "code pass@1", "value": 1.0}],
+                    "sft": [{"metric": "code pass@1", "value": 0.25}],
+                    "dpo": [{"metric": "code pass@1", "value": 1.0}]}

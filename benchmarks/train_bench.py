@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -134,12 +133,12 @@ def bench_sft(args) -> dict:
                      for strategy in ("none", "bfd", "wrapped")}
             baseline = "none"
         runs = interleaved(sides, args.repeats)
-        record = summarise(runs, baseline, args)
+        details = summarise(runs, baseline, args)
         if args.part == "packing":
-            record["packed_rows_see_each_other"] = packed_attention_leaks(params)
+            details["packed_rows_see_each_other"] = packed_attention_leaks(params)
             print(f"packed rows attend across their boundaries with this model's attention "
-                  f"implementation: {record['packed_rows_see_each_other']}")
-        return record
+                  f"implementation: {details['packed_rows_see_each_other']}")
+        return details
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -347,7 +346,7 @@ def summarise(runs: list[dict], baseline: str, args) -> dict:
             line += (f"; tokens/s ratio {ratios[side]['tokens_per_s']:.2f}, "
                      f"wall ratio {ratios[side]['wall_s']:.2f}")
         print(line)
-    return {"part": args.part, "baseline": baseline, "machine": machine(),
+    return {"part": args.part, "baseline": baseline,
             "data": args.data, "arch": args.arch, "overrides": args.set,
             "repeats": args.repeats, "runs": runs, "medians": medians, "ratios": ratios}
 
@@ -444,8 +443,7 @@ def bench_shapes(args) -> dict:
     else:  # ru_maxrss is in KiB on Linux
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         memory = "peak RSS of the process (model build included)"
-    record = {
-        "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+    details = {
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "model": args.model, "parameters": total, "trainable": trainable,
         "dtype": dtype_name, "qlora": args.qlora, "lora_r": LORA_R, "batch": 1,
@@ -460,11 +458,11 @@ def bench_shapes(args) -> dict:
     print(f"\n{'model':<28} {'params':>8} {'trainable':>10} {'dtype':>9} {'qlora':>5} "
           f"{'length':>6} {'s/step':>7} {'tokens/s':>9} {'peak GiB':>9}")
     print(f"{args.model:<28} {total / 1e9:>7.3f}B {trainable / 1e6:>9.2f}M {dtype_name:>9} "
-          f"{str(args.qlora):>5} {args.max_length:>6} {record['s_per_step']:>7.3f} "
-          f"{record['tokens_per_s']:>9.1f} {record['peak_gib']:>9.2f}")
-    print(f"peak memory: {memory}; weights after build: {record['weights_gib']} GiB (GPU "
+          f"{str(args.qlora):>5} {args.max_length:>6} {details['s_per_step']:>7.3f} "
+          f"{details['tokens_per_s']:>9.1f} {details['peak_gib']:>9.2f}")
+    print(f"peak memory: {memory}; weights after build: {details['weights_gib']} GiB (GPU "
           f"only); build {build_s:.1f} s; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return record
+    return details
 
 
 def build_lora_model(config, dtype, dev, qlora: bool):
@@ -517,13 +515,6 @@ def sync(cuda: bool) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages.config import LoraParams, SftPhase, SftStage, load, run_stage
+import torch
+
+from stages.config import ConfigError, LoraParams, SftPhase, SftStage, load, run_stage
 from stages.data import DataError, identity_system_prompt
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import (
@@ -64,12 +66,12 @@ def main(cfg: SftStage | None = None, phase: str | None = None) -> dict:
     names = [phase] if phase else list(cfg.sft.phases)
     for name in names:
         if name not in cfg.sft.phases:
-            raise DataError(f"no phase {name!r} in sft.phases (phases: {list(cfg.sft.phases)})")
+            raise ConfigError(f"no phase {name!r} in sft.phases; use one of "
+                              f"{list(cfg.sft.phases)}")
     return {name: train_phase(cfg, name) for name in names}
 
 
 def train_phase(cfg: SftStage, name: str) -> dict:
-    import torch
     from accelerate import PartialState
     from transformers import EarlyStoppingCallback, set_seed
     from trl import SFTTrainer
@@ -121,9 +123,9 @@ def train_phase(cfg: SftStage, name: str) -> dict:
 
     history = trainer.state.log_history
     trainable, total = count_parameters(trainer.model)
+    losses = logged(history, "loss")  # every step once, those before a resume included
     metrics = {
-        "train_loss": round(sum(logged(history, "loss")) / max(len(logged(history, "loss")), 1),
-                            4),
+        "train_loss": round(sum(losses) / len(losses), 4),
         "final_loss": round(last_logged(history, "loss"), 4),
         # null without validation: JSON has no NaN
         "val_loss": round(val[-1], 4) if (val := logged(history, "eval_loss")) else None,
@@ -241,7 +243,6 @@ def lora_config(lora: LoraParams, dora: bool = False):
 
 def training_args(cfg: SftStage, phase: SftPhase, accumulation: int,
                   precision: dict[str, bool], output_dir: Path):
-    import torch
     from trl import SFTConfig
 
     sft = cfg.sft

@@ -36,7 +36,6 @@ from stages.modeling import (
     require_cuda_for_4bit,
 )
 from stages.training import (
-    PACKING_ATTENTION,
     SFT_MEMORY_KNOBS,
     LoraGradNorms,
     Meter,
@@ -49,10 +48,10 @@ from stages.training import (
     last_checkpoint,
     last_logged,
     logged,
+    packing_attention,
     peak_memory,
     precision_flags,
     remove_checkpoints,
-    require_packing_attention,
     write_plots,
 )
 
@@ -81,8 +80,6 @@ def train_phase(cfg: SftStage, name: str) -> dict:
     if cfg.sft.method == "qlora":
         require_cuda_for_4bit()
     precision = precision_flags(cfg.sft.precision)
-    if cfg.sft.packing:
-        require_packing_attention()
     # cpu=True lets CPU processes under `accelerate launch` join one gloo group; without it
     # each would train alone on all the data as rank 0 (docs/multi-gpu.md).
     processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
@@ -190,7 +187,7 @@ def policy(cfg: SftStage, phase: SftPhase):
     base_dir = cfg.paths.model_dir("base")
     four_bit = cfg.sft.method == "qlora"
     model = load_base_model(base_dir, cfg.model.dtype, four_bit=four_bit,
-                            attn=PACKING_ATTENTION if cfg.sft.packing else None)
+                            attn=packing_attention() if cfg.sft.packing else None)
     if four_bit:
         from peft import prepare_model_for_kbit_training
 

@@ -41,22 +41,20 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-PACKING_ATTENTION = "flash_attention_2"
-
-
-def require_packing_attention() -> None:
-    """Padding-free packing keeps rows apart only in attention kernels that read the restarting
-    position ids (FlashAttention). sdpa and eager, the only ones on CPU, let each packed row
-    attend to the rows packed before it (measured: logits off by 11.6 on the tiny model)."""
+def packing_attention() -> str | None:
+    """The attention kernel for padding-free packing. Rows stay apart in every kernel: TRL
+    trains without a KV cache, and without one transformers builds a block-diagonal mask from
+    the restarting position ids for sdpa and eager (tests/test_training.py checks that a packed
+    row's loss equals the rows' losses alone). FlashAttention's variable-length kernels skip
+    the mask, whose cost grows with the square of the flattened batch, so it is taken where
+    it can run; None keeps transformers' default (sdpa)."""
     if not torch.cuda.is_available():
-        raise ConfigError("sft.packing=true needs FlashAttention on a CUDA GPU: without it each "
-                          "packed row attends to the rows packed before it. Use "
-                          "-S sft.packing=false on this machine.")
+        return None
     try:
         import flash_attn  # noqa: F401
     except ImportError:
-        raise ConfigError("sft.packing=true needs the flash-attn package (pip install "
-                          "flash-attn --no-build-isolation), or -S sft.packing=false") from None
+        return None
+    return "flash_attention_2"
 
 
 def gradient_accumulation(batch_size: int, per_device: int, processes: int) -> int:

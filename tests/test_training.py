@@ -185,51 +185,68 @@ def test_validation_loss_is_plotted_and_early_stopping_keeps_the_best_adapter(
     assert val[-1] >= min(val[:-1])
 
 
-def test_packing_keeps_the_loss_on_assistant_tokens(pipeline):
+def sft_trainer(pipeline, rows: list[dict], packing: bool):
+    """The stage's SFTTrainer (its model loader, LoRA and training arguments) on `rows`."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     from stages.modeling import load_base_model, load_tokenizer
     from stages.sft import lora_config, training_args
+    from stages.training import packing_attention
 
     root, params = pipeline
-    cfg = stage_cfg(SftStage, {**params, "sft": {**params["sft"], "packing": True,
+    cfg = stage_cfg(SftStage, {**params, "sft": {**params["sft"], "packing": packing,
                                                   "max_length": 128}})
-    tok = load_tokenizer(root / "models" / "base")
-    rows = [{"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                          {"role": "user", "content": question},
-                          {"role": "assistant", "content": answer}]}
-            for question, answer in [("Who are you?", "I am Swift-Robot."),
-                                     ("What is 2+2?", "Four.")]]
-    trainer = SFTTrainer(
-        model=load_base_model(root / "models" / "base", "float32"),
+    return SFTTrainer(
+        model=load_base_model(root / "models" / "base", "float32",
+                              attn=packing_attention() if packing else None),
         args=training_args(cfg, cfg.sft.phases["main"], 1, {"bf16": False, "fp16": False},
                            root / "pack-check"),
         train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
+        processing_class=load_tokenizer(root / "models" / "base"),
         peft_config=lora_config(cfg.sft.lora),
     )
+
+
+def chat_rows(pairs: list[tuple[str, str]]) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                          {"role": "user", "content": question},
+                          {"role": "assistant", "content": answer}]}
+            for question, answer in pairs]
+
+
+PACKED_PAIRS = [("Who are you?", "I am Swift-Robot."), ("What is 2+2?", "Four.")]
+
+
+def test_packing_keeps_the_loss_on_assistant_tokens(pipeline):
+    trainer = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=True)
     assert len(trainer.train_dataset) == 1  # both rows in one packed sequence
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels = batch["labels"][0]
-    trained = tok.decode(labels[labels != -100])
+    trained = trainer.processing_class.decode(labels[labels != -100])
     assert trained in ("I am Swift-Robot.<|im_end|>Four.<|im_end|>",
                        "Four.<|im_end|>I am Swift-Robot.<|im_end|>")
-    # padding-free packing restarts positions at each row (FlashAttention keeps rows apart
-    # from these; the stage refuses packing without it)
-    assert (batch["position_ids"][0] == 0).sum() == 2
+    assert (batch["position_ids"][0] == 0).sum() == 2  # positions restart at each row
 
 
-def test_packing_is_refused_where_packed_rows_would_see_each_other(pipeline, tmp_path,
-                                                                    monkeypatch):
-    from stages import sft
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    params = workspace(pipeline, tmp_path, packing=True)
-    params["paths"]["models"] = str(tmp_path / "nothing-here")
-    with pytest.raises(ConfigError, match="packing=true needs FlashAttention on a CUDA GPU"):
-        sft.main(stage_cfg(SftStage, params))
-    assert not (tmp_path / "nothing-here" / "sft").exists()
+def test_packed_rows_train_as_if_each_were_alone(pipeline):
+    """On CPU (sdpa): the loss of two rows packed into one padding-free row equals their
+    loss as a padded batch of two, so neither row attends to the other."""
+    packed = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=True)
+    padded = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=False)
+    padded.model.load_state_dict(packed.model.state_dict())  # the same LoRA initialisation
+    packed_batch = packed.data_collator([packed.train_dataset[0]])
+    padded_batch = padded.data_collator([padded.train_dataset[i] for i in range(2)])
+    assert "attention_mask" not in packed_batch and "attention_mask" in padded_batch
+    with torch.no_grad():
+        packed_loss = packed.compute_loss(packed.model, dict(packed_batch))
+        padded_loss = padded.compute_loss(padded.model, dict(padded_batch))
+        # The check can fail: with a KV cache, as a model in generation mode runs, the mask
+        # ignores the restarting positions and the second row sees the first.
+        apart = packed.model(**packed_batch, use_cache=False).logits
+        seeing = packed.model(**packed_batch, use_cache=True).logits
+    assert float(packed_loss) == pytest.approx(float(padded_loss), abs=1e-5)
+    assert float((seeing - apart).abs().max()) > 1e-2
 
 
 def test_precision_is_checked_against_the_hardware(monkeypatch):

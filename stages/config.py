@@ -381,6 +381,8 @@ class DpoConfig(Strict):
     warmup_ratio: Fraction
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     """As sft.precision."""
+    checkpoint_steps: PosInt
+    """Save a resumable checkpoint (under paths.checkpoints) every N steps."""
 
 
 Suite = Literal["code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+",

@@ -149,6 +149,8 @@ def bad(path: str, value) -> dict:
     (BaseStage, "model.source", "ollama", "model.source: Input should be 'tiny' or 'hub'"),
     (EvalStage, "eval.samples", 5, "eval: Value error, samples=5 needs temperature > 0"),
     (DpoStage, "dpo.loss_type", "magic", "dpo.loss_type"),
+    (DpoStage, "dpo.checkpoint_steps", 0,
+     "dpo.checkpoint_steps: Input should be greater than 0 (got 0)"),
     (SftStage, "sft.per_device_batch_size", 3,
      "batch_size 8 must be a multiple of per_device_batch_size 3"),
     (SftStage, "sft.precision", "fp8", "sft.precision: Input should be 'auto', 'bf16', 'fp16'"),

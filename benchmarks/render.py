@@ -35,7 +35,8 @@ BENCHMARKS = {
     "rerun_bench": "python benchmarks/rerun_bench.py",
     "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
                                  "--arch repo --repeats 3 --threads 1",
-    "train_bench-packing": "python benchmarks/train_bench.py packing --data repo --repeats 3 "
+    "train_bench-packing": "python benchmarks/train_bench.py packing --data repo --arch repo "
+                           "--repeats 3 "
                            "--threads 1",
     "train_bench-shapes": "python benchmarks/train_bench.py shapes --model tiny --max-length "
                           "256 --steps 5 --threads 1",

@@ -395,6 +395,9 @@ class EvalConfig(Strict):
     """The eval matrix in dvc.yaml takes its `suite` list from here (${eval.suites})."""
     max_new_tokens: PosInt
     batch_size: PosInt
+    backend: Literal["hf", "vllm"]
+    """Who generates: transformers (batch_size prompts at a time), or vLLM on a CUDA GPU with
+    vllm installed (stages/vllm_backend.py); perplexity always scores with transformers."""
     timeout_s: PosFloat
     """Wall-clock limit per code task, enforced from outside the test process."""
     limit: PosInt | None

@@ -37,6 +37,7 @@ from stages.generate import GenerationCost, assistant_loss, extract_code, genera
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.stats import pass_at_k
+from stages.vllm_backend import VllmModel
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo")
 PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": "knowledge.jsonl",
@@ -51,7 +52,10 @@ def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
         raise ValueError(f"variant {variant!r} must be one of {VARIANTS}")
     probes = Path(cfg.paths.curated) / "probes"
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
-    model = load_variant(cfg.paths, variant, cfg.model.dtype)
+    if cfg.eval.backend == "vllm" and suite != "perplexity":
+        model = VllmModel(cfg.paths, variant, cfg.model.dtype, cfg.seed)
+    else:
+        model = load_variant(cfg.paths, variant, cfg.model.dtype)
 
     start = time.perf_counter()
     if suite == "code":

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from stages.vllm_backend import VllmModel
+
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
@@ -33,8 +35,10 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
     """Replies to `conversations` (each ends with the user turn), in input order: greedy, or
     sampled at `temperature` (seeded). Prompts are batched longest-first with left padding,
     so rows of similar length share a batch and every row continues where its prompt ends."""
-    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-               for c in conversations]
+    if isinstance(model, VllmModel):
+        return model.generate(tokenizer, conversations, max_new_tokens, desc,
+                              cost if cost is not None else GenerationCost(), temperature, seed)
+    prompts = chat_prompts(tokenizer, conversations)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     replies: list[str] = [""] * len(prompts)
     dev = next(model.parameters()).device
@@ -60,6 +64,12 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             replies[i] = text.strip()
     return replies
+
+
+def chat_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
+    """Each conversation through the chat template, ready for the assistant's reply."""
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+            for c in conversations]
 
 
 def extract_code(reply: str) -> str | None:

@@ -1,0 +1,104 @@
+"""eval.backend=vllm: what is refused before vLLM starts (any machine), and greedy parity with
+the transformers path (a CUDA GPU with vllm installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from conftest import stage_cfg, tiny_params, workspace
+from stages.config import ConfigError, EvalStage
+
+
+def eval_cfg(params: dict, **changes) -> EvalStage:
+    return stage_cfg(EvalStage, {**params, "eval": {**params["eval"], **changes}})
+
+
+def test_the_vllm_backend_without_vllm_says_how_to_get_it(pipeline, tmp_path, monkeypatch):
+    from stages import eval as eval_stage
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    params = workspace(pipeline, tmp_path)
+    (tmp_path / "models" / "sft").symlink_to(pipeline[0] / "models" / "sft")
+    with pytest.raises(ConfigError, match=r"needs the vllm package \(pip install vllm.*"
+                                          r"-S eval.backend=hf"):
+        eval_stage.main("sft", "identity", eval_cfg(params, backend="vllm"))
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, tmp_path,
+                                                                      monkeypatch):
+    from stages.vllm_backend import VllmModel
+
+    started = []
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda **kwargs: started.append(kwargs)
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda *args: args
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = eval_cfg(pipeline[1], backend="vllm")
+    with pytest.raises(ConfigError, match="needs a CUDA GPU; on this machine use "
+                                          "-S eval.backend=hf"):
+        VllmModel(cfg.paths, "sft", "float32", 0)
+    assert started == []
+
+
+def test_what_vllm_cannot_serve_is_named(pipeline, tmp_path):
+    from stages.vllm_backend import check_servable, lora_slot
+
+    root, _ = pipeline
+    assert check_servable(root / "models" / "base", root / "models" / "sft") == 8  # tiny r 8
+    assert check_servable(root / "models" / "base", None) == 0
+    dora = tmp_path / "dora"
+    dora.mkdir()
+    config = json.loads((root / "models" / "sft" / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ConfigError, match="is a DoRA adapter, which vLLM does not apply"):
+        check_servable(root / "models" / "base", dora)
+    random_base = tmp_path / "random-base"
+    random_base.mkdir()
+    (random_base / "base.json").write_text(json.dumps({"source": "hub", "init": "random"}))
+    with pytest.raises(ConfigError, match="model.init=random has none"):
+        check_servable(random_base, None)
+    assert [lora_slot(r) for r in (1, 8, 12, 64, 65)] == [8, 8, 16, 64, 128]
+    with pytest.raises(ConfigError, match="rank 600 is above vLLM's largest"):
+        lora_slot(600)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
+    """float32 on both sides, the sft adapter applied; head size 64 (the test fixture's 16 is
+    below what vLLM's attention kernels take)."""
+    from stages import base, curate, sft
+    from stages.config import BaseStage, CurateStage, SftStage
+    from stages.eval import ask
+    from stages.generate import GenerationCost, generate
+    from stages.modeling import load_tokenizer, load_variant
+    from stages.vllm_backend import VllmModel
+
+    params = tiny_params(tmp_path)
+    params["model"]["arch"].update(hidden_size=256, num_heads=4, num_kv_heads=2,
+                                   intermediate_size=512)
+    base.main(stage_cfg(BaseStage, params))
+    curate.main(stage_cfg(CurateStage, params))
+    sft.main(stage_cfg(SftStage, params))
+    cfg = eval_cfg(params, backend="vllm")
+    tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    questions = [ask(cfg, q) for q in ("Who are you?", "Write a Python function add(a, b).",
+                                       "What is the capital of France?", "你是谁？")]
+    hf = generate(load_variant(cfg.paths, "sft", "float32"), tokenizer, questions, 24, 4, "hf")
+    cost = GenerationCost()
+    served = generate(VllmModel(cfg.paths, "sft", "float32", 0), tokenizer, questions, 24, 4,
+                      "vllm", cost)
+    assert served == hf
+    assert cost.tokens > 0 and cost.ttft_s > 0

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from conftest import read_json, stage_cfg
+from stages.eval import FAILURE_KINDS
 from stages.execute import sandbox_problem
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
@@ -145,9 +146,10 @@ def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
     assert len(tasks) == 3 and metrics["tasks"] == 3
     assert metrics["pass@1"] == sum(t["passed"] for t in tasks) / 3
     kinds = [t["failure"] for t in tasks]
-    assert all(k in (None, "no_code", "syntax_error", "wrong_or_error", "timeout") for k in kinds)
-    assert sum(metrics[f"fail_{k}"] for k in ("no_code", "syntax_error", "wrong_or_error",
-                                               "timeout")) == pytest.approx(1 - metrics["pass@1"])
+    assert all(k is None or k.split(":")[0] in FAILURE_KINDS for k in kinds)
+    assert sum(metrics[f"fail_{k}"] for k in FAILURE_KINDS) == pytest.approx(1 - metrics["pass@1"])
+    by_type = [v for k, v in metrics.items() if k.startswith("fail_runtime_error:")]
+    assert sum(by_type) == pytest.approx(metrics["fail_runtime_error"])
 
 
 MBPP_TASKS = [

@@ -9,6 +9,13 @@ evalplus runs in a child process (its override path is read at import) with a fr
 file, since it silently reuses an old one. Writes its record to
 benchmarks/results/score_vs_evalplus-<dataset>.json (--json PATH: elsewhere). With evalplus's
 ground truth cached, about 1.5 minutes for humaneval+ and 5 for mbpp+ on two cores.
+
+--explain TASK_ID instead runs that task's canonical solution the way `evaluate` does:
+`check_correctness` submitted to a process pool forked from this process, which then holds
+what `evaluate`'s main process holds (every problem and the whole ground truth). The
+solution is wrapped so that evalplus's forked child prints its address space (VmSize)
+around every call that grows it by 10 MiB or more, or raises; once under evalplus's 4 GiB
+cap and once without a cap. Writes no record.
 """
 
 from __future__ import annotations
@@ -43,7 +50,12 @@ def main() -> None:
     parser.add_argument("--dataset-path", required=True, type=Path)
     parser.add_argument("--samples", type=Path)
     parser.add_argument("--json", type=Path, help="where to write the result record")
+    parser.add_argument("--explain", metavar="TASK_ID",
+                        help="trace evalplus's check of one canonical solution instead")
     args = parser.parse_args()
+    if args.explain:
+        explain(args.dataset, args.dataset_path, args.explain)
+        return
     work = Path(tempfile.mkdtemp(prefix="score-vs-evalplus-"))
     samples = args.samples or work / "samples.jsonl"
     if args.samples is None:
@@ -111,6 +123,66 @@ def main() -> None:
     name = "score_vs_evalplus-" + args.dataset.replace("+", "plus")
     record.write(name, f"stages.score against evalplus.evaluate: {args.dataset}", figures,
                  notes, args.json)
+
+
+# Appended to the solution: wraps the entry point so the forked child reports its own address
+# space (VmSize) on stdout; `open` is gone under evalplus's guard, os.open is not.
+TRACE = r"""
+import os as _os
+def _vm_mb():
+    fd = _os.open("/proc/self/status", _os.O_RDONLY)
+    text = _os.read(fd, 16384).decode()
+    _os.close(fd)
+    return int(text.split("VmSize:")[1].split()[0]) >> 10
+_traced, _state = {ep}, {{"input": 0, "depth": 0}}
+def {ep}(*args):
+    if _state["depth"]:  # a recursive call
+        return _traced(*args)
+    i, before = _state["input"], _vm_mb()
+    _state["input"] += 1
+    _state["depth"] = 1
+    try:
+        out = _traced(*args)
+    except BaseException as err:
+        _os.write(1, f"    input {{i}}: {{type(err).__name__}} at {{before}} MiB\n".encode())
+        raise
+    finally:
+        _state["depth"] = 0
+    if _vm_mb() - before >= 10:
+        _os.write(1, f"    input {{i}}: {{before}} -> {{_vm_mb()}} MiB\n".encode())
+    return out
+"""
+
+
+def explain(dataset: str, dataset_path: Path, task_id: str) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evalplus.evaluate import check_correctness
+
+    from stages.evalplus_suite import load_benchmark
+
+    bench = load_benchmark(dataset, str(dataset_path))
+    problem = bench.problems[task_id]
+    code = (problem["prompt"] + problem["canonical_solution"]
+            + TRACE.format(ep=problem["entry_point"]))
+    print(f"{task_id}: this process (as evaluate's main process) {vm_mb()} MiB")
+    for label, cap in (("evalplus's 4 GiB cap", 4 << 30), ("no cap", -1)):
+        os.environ["EVALPLUS_MAX_MEMORY_BYTES"] = str(cap)  # read in the forked child
+        # As evaluate: a pool forked from here; the task's problem and expected outputs
+        # are pickled to the worker, which forks the child that runs the solution.
+        with ProcessPoolExecutor(1) as pool:
+            print(f"  {label}: pool worker {pool.submit(vm_mb).result()} MiB; in the child "
+                  "(input index within the split, base then plus):", flush=True)
+            result = pool.submit(check_correctness, FLAVOUR[dataset][0], 0, problem, code,
+                                 bench.expected[task_id], False, True).result()
+        for split in ("base", "plus"):
+            stat, details = result[split]
+            failing = [i for i, ok in enumerate(details) if not ok]
+            print(f"    -> {split} {stat}, failing input {failing or 'none'}", flush=True)
+
+
+def vm_mb() -> int:
+    return int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) >> 10
 
 
 if __name__ == "__main__":

@@ -130,9 +130,10 @@ def eval_code(cfg: EvalStage, model, tokenizer, tasks: list[dict]):
                      "correct": correct, "status": statuses[0], "statuses": statuses,
                      "reply": rs[0]})
     flat_codes = [c for cs in codes for c in cs]
+    kinds = [None if s == "passed" else s for r in rows for s in r["statuses"]]
     metrics = {**pass_metrics(cfg, [r["correct"] for r in rows]),
                "passed": sum(r["correct"] == cfg.eval.samples for r in rows), "tasks": len(rows),
-               **code_quality(flat_codes),
+               **failure_shares(kinds), **code_quality(flat_codes),
                "identity_leakage": leakage(cfg, [r for rs in replies for r in rs]),
                **cost.metrics()}
     return metrics, rows
@@ -201,26 +202,24 @@ def eval_evalplus(cfg: EvalStage, suite: str, model, tokenizer):
     codes = [[sanitize(r, bench.problems[t]["entry_point"]).strip() or None for r in rs]
              for rs, t in zip(replies, task_ids, strict=True)]
     sandbox = require_sandbox(cfg.unsafe_execution)
-    no_code = {"base": "no_code", "plus": "no_code"}
+    no_code = {"base": "no_code", "plus": "no_code", "failure": "no_code"}
     with ThreadPoolExecutor(2) as pool:
         futures = [[pool.submit(check, bench, t, c, not sandbox) if c is not None else None
                     for c in cs] for t, cs in zip(task_ids, codes, strict=True)]
         statuses = [[f.result() if f is not None else no_code for f in fs] for fs in futures]
-    rows, kinds = [], []
-    for task_id, rs, cs, ss in zip(task_ids, replies, codes, statuses, strict=True):
+    rows = []
+    for task_id, rs, ss in zip(task_ids, replies, statuses, strict=True):
         ok = [s["base"] == "pass" and s["plus"] == "pass" for s in ss]
-        kinds += [failure_kind(c, s) for c, s in zip(cs, ss, strict=True)]
         rows.append({"task_id": task_id, "passed": per_task(cfg, sum(ok)), "correct": sum(ok),
                      "base_correct": sum(s["base"] == "pass" for s in ss),
                      "base_status": ss[0]["base"], "plus_status": ss[0]["plus"],
-                     "failure": kinds[-len(ss)], "reply": rs[0]})
-    failures = {k: kinds.count(k) / len(kinds)
-                for k in ("no_code", "syntax_error", "wrong_or_error", "timeout")}
+                     "failure": ss[0]["failure"], "failures": [s["failure"] for s in ss],
+                     "reply": rs[0]})
     metrics = {
         **pass_metrics(cfg, [r["correct"] for r in rows]),
         "pass@1_base": pass_metrics(cfg, [r["base_correct"] for r in rows])["pass@1"],
         "passed": sum(r["correct"] == cfg.eval.samples for r in rows), "tasks": len(rows),
-        **{f"fail_{k}": round(v, 4) for k, v in failures.items()},
+        **failure_shares([k for r in rows for k in r["failures"]]),
         **code_quality([c for cs in codes for c in cs]),
         "identity_leakage": leakage(cfg, [r for rs in replies for r in rs]), **cost.metrics(),
         "dataset_md5": bench.md5,
@@ -235,20 +234,23 @@ def evalplus_version() -> str:
     return evalplus.__version__
 
 
-def failure_kind(code: str | None, status: dict) -> str | None:
-    """no_code, syntax_error, timeout, wrong_or_error (evalplus does not tell a wrong answer
-    from an exception), or None for a pass."""
-    if code is None:
-        return "no_code"
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return "syntax_error"
-    if status["base"] == "pass" and status["plus"] == "pass":
-        return None
-    if "timeout" in (status["base"], status["plus"]):
-        return "timeout"
-    return "wrong_or_error"
+# Why a code sample failed, for every suite that runs code: no code in the reply, code that
+# does not compile, an exception (by type), a wrong value, a time limit, or no verdict at all.
+FAILURE_KINDS = ("no_code", "syntax_error", "runtime_error", "wrong_answer", "timeout", "crashed")
+
+
+def failure_shares(kinds: list[str | None]) -> dict[str, float]:
+    """Share of all samples per failure kind, None being a pass: fail_<kind> for every kind
+    (they sum to 1 - the share passed), then fail_runtime_error:<Type> for each exception type
+    that occurred (they sum to fail_runtime_error). 4 samples [None, "wrong_answer",
+    "runtime_error:ZeroDivisionError", "runtime_error:KeyError"] give fail_wrong_answer 0.25,
+    fail_runtime_error 0.5 and 0.25 for each type."""
+    n = len(kinds)
+    shares = {f"fail_{kind}": sum(k is not None and k.split(":")[0] == kind for k in kinds) / n
+              for kind in FAILURE_KINDS}
+    for kind in sorted({k for k in kinds if k is not None and k.startswith("runtime_error:")}):
+        shares[f"fail_{kind}"] = kinds.count(kind) / n
+    return {k: round(v, 4) for k, v in shares.items()}
 
 
 def claims(reply: str, question: str, names: list[str]) -> bool:

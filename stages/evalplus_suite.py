@@ -24,8 +24,9 @@ DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
 MEMORY_BYTES = 4 << 30
 
 HARNESS = r"""
-import json, pickle, sys
+import contextlib, json, pickle, sys
 import evalplus.eval as ev
+from evalplus.eval.utils import TimeoutException
 
 class Box:
     def __init__(self, value):
@@ -33,6 +34,30 @@ class Box:
 
 # One split per process: evalplus's reliability_guard disables os functions for good.
 job = pickle.load(open("work/job.pkl", "rb"))
+
+# Why a split fails, without touching how evalplus decides that it does: unsafe_execute runs
+# the solution's definition, then each call, inside swallow_io, so an exception leaving block
+# k (0: the definition, i + 1: the call on input i) is what the solution raised there. It is
+# noted and passes on unchanged; the solution's own frames and recursion depth are as before.
+raised, blocks, evalplus_swallow_io = {}, [0], ev.swallow_io
+
+@contextlib.contextmanager
+def observed_io():
+    block = blocks[0]
+    blocks[0] += 1
+    with evalplus_swallow_io():
+        try:
+            yield
+        except BaseException as err:
+            if isinstance(err, TimeoutException):  # evalplus's per-input time limit
+                raised[block] = "timeout"
+            elif block == 0 and isinstance(err, KeyError) and err.args == (job["entry_point"],):
+                raised[block] = "runtime_error:NameError"  # no such function, as a call says
+            else:
+                raised[block] = "runtime_error:" + type(err).__name__
+            raise
+
+ev.swallow_io = observed_io
 stat, progress = Box(ev._UNKNOWN), Box(0)
 details = [False] * len(job["inputs"])
 ev.unsafe_execute(job["dataset"], job["entry_point"], job["code"], job["inputs"],
@@ -42,7 +67,18 @@ status = ev._mapping[stat.value] or "timeout"
 done = details[: progress.value]
 if status == ev.PASS and (len(done) != len(details) or not all(done)):
     status = ev.FAIL
-print("RESULT " + NONCE + " " + json.dumps({"status": status}), flush=True)
+# With fast_check evalplus stops at the first failing input i, leaving progress at i + 1, or
+# at 0 when the definition fails: the failing block is progress. No exception there means the
+# call returned and the comparison with the expected output failed.
+failure = None
+if status != ev.PASS:
+    failure = raised.get(progress.value, "wrong_answer")
+    if progress.value == 0:
+        try:
+            compile(job["code"], "solution.py", "exec")
+        except (SyntaxError, ValueError):
+            failure = "syntax_error"
+print("RESULT " + NONCE + " " + json.dumps({"status": status, "failure": failure}), flush=True)
 """
 
 
@@ -103,11 +139,14 @@ def time_limits(ref_times: list[float]) -> list[float]:
     return [max(DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR * t) for t in ref_times]
 
 
-def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, str]:
-    """{"base": status, "plus": status} for one solution, statuses as evalplus names them
-    (pass, fail, timeout)."""
+def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, str | None]:
+    """{"base": status, "plus": status, "failure": kind} for one solution, statuses as evalplus
+    names them (pass, fail, timeout). The kind says why the first failing split failed, at
+    its first failing input: syntax_error, runtime_error:<Type>, wrong_answer, timeout (the
+    per-input limit or the whole split's), crashed (ended without a verdict); None when
+    both pass. It never changes a status."""
     problem, expected = bench.problems[task_id], bench.expected[task_id]
-    out = {}
+    out, failures = {}, []
     for split in ("base", "plus"):
         limits = time_limits(expected[f"{split}_time"])
         job = {"dataset": DATASETS[bench.name][0], "entry_point": problem["entry_point"],
@@ -120,6 +159,9 @@ def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, 
                              env={"EVALPLUS_MAX_MEMORY_BYTES": str(MEMORY_BYTES)})
         if result.payload is None:
             out[split] = "timeout" if result.timed_out else "fail"
+            failures.append("timeout" if result.timed_out else "crashed")
         else:
             out[split] = result.payload["status"]
+            failures.append(result.payload["failure"])
+    out["failure"] = next((f for f in failures if f is not None), None)
     return out

@@ -9,8 +9,9 @@ SAMPLES.jsonl is evalplus's sample format: one line per sample with `task_id` an
 `solution` (the whole program) or `completion` (appended to the task's prompt). Like
 `evalplus.evaluate`, samples are not sanitized (pass --sanitize to run evalplus's sanitize
 first). RESULT.json holds pass@1 on the base and the plus tests (plus counts a sample only if
-it also passes base, as evalplus does), per-task statuses, the dataset md5 and the evalplus
-version.
+it also passes base, as evalplus does), per-task statuses, why each failing sample failed
+(syntax_error, runtime_error:<Type>, wrong_answer, timeout or crashed, at its first failing
+input), the dataset md5 and the evalplus version.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def read_samples(path: Path, bench: Benchmark, sanitize: bool) -> list[dict]:
 
 
 def score_samples(bench: Benchmark, samples: list[dict], unsafe: bool) -> list[dict]:
-    """{"base": status, "plus": status} per sample, one sandbox per core at a time."""
+    """{"base": status, "plus": status, "failure": kind} per sample, one sandbox per core at a
+    time."""
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(check, bench, s["task_id"], s["code"], unsafe) for s in samples]
         return [f.result() for f in tqdm(futures, desc=f"scoring {bench.name}", unit="sample")]
@@ -101,7 +103,8 @@ def summarize(bench: Benchmark, samples: list[dict], statuses: list[dict],
     per_task: dict[str, list[dict]] = defaultdict(list)
     for sample, status in zip(samples, statuses, strict=True):
         per_task[sample["task_id"]].append({"base_status": status["base"],
-                                            "plus_status": status["plus"]})
+                                            "plus_status": status["plus"],
+                                            "failure": status["failure"]})
     base, plus = [], []
     for rows in per_task.values():
         n = len(rows)

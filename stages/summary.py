@@ -32,6 +32,7 @@ JUDGED = {"code": ("pass@1", "passed", True), "identity": ("consistency", "passe
           "knowledge": ("accuracy", "passed", True), "humaneval+": ("pass@1", "passed", True),
           "mbpp+": ("pass@1", "passed", True), "dimensions": ("score", "passed", True)}
 NOT_COMPARED = {"passed", "tasks"}
+ERROR_TYPE_SHARE = "fail_runtime_error:"
 
 
 def main(cfg: SummaryStage | None = None) -> dict:
@@ -75,14 +76,21 @@ def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[
 
 def compare(by_variant: dict[str, dict]) -> dict:
     """{metric: {base: b, sft: s, dpo: d, sft_delta: s - b, dpo_delta: d - b}} for every
-    numeric metric of the suite; counts (passed, tasks) are left out."""
+    numeric metric of the suite; counts (passed, tasks) are left out. eval writes a share
+    per runtime error type (fail_runtime_error:<Type>) only for the types that occurred, so
+    one that any variant has is compared, as 0 where a variant has none."""
+    names = list(by_variant["base"])
+    names += sorted({m for v in VARIANTS[1:] for m in by_variant[v]
+                     if m.startswith(ERROR_TYPE_SHARE)} - set(names))
     out = {}
-    for metric, base_value in by_variant["base"].items():
-        if metric in NOT_COMPARED or not isinstance(base_value, (int, float)):
+    for metric in names:
+        if metric in NOT_COMPARED or not isinstance(by_variant["base"].get(metric, 0.0),
+                                                    (int, float)):
             continue
-        row = {v: by_variant[v][metric] for v in VARIANTS}
+        row = {v: by_variant[v].get(metric, 0.0) if metric.startswith(ERROR_TYPE_SHARE)
+               else by_variant[v][metric] for v in VARIANTS}
         for v in VARIANTS[1:]:
-            row[f"{v}_delta"] = round(row[v] - base_value, 4)
+            row[f"{v}_delta"] = round(row[v] - row["base"], 4)
         out[metric] = row
     return out
 

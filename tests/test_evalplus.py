@@ -8,6 +8,7 @@ import json
 import pytest
 
 from conftest import read_json, stage_cfg
+from stages.eval import FAILURE_KINDS
 from stages.execute import sandbox_problem
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
@@ -55,9 +56,10 @@ def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
     # which no input has: it passes. The endless loop hits evalplus's per-input time limit,
     # which evalplus reports as a fail, not a timeout.
     tasks = {t: rows[0] for t, rows in result["tasks"].items()}
-    assert tasks["HumanEval/0"] == {"base_status": "pass", "plus_status": "pass"}
-    assert tasks["HumanEval/1"] == {"base_status": "pass", "plus_status": "pass"}
-    assert tasks["HumanEval/2"] == {"base_status": "fail", "plus_status": "fail"}
+    assert tasks["HumanEval/0"] == {"base_status": "pass", "plus_status": "pass", "failure": None}
+    assert tasks["HumanEval/1"] == {"base_status": "pass", "plus_status": "pass", "failure": None}
+    assert tasks["HumanEval/2"] == {"base_status": "fail", "plus_status": "fail",
+                                    "failure": "timeout"}
     assert result["pass@1"] == {"base": round(2 / 3, 4), "plus": round(2 / 3, 4)}
     assert len(result["dataset_md5"]) == 32
 
@@ -72,8 +74,53 @@ def test_plus_tests_catch_what_base_tests_miss(humaneval_file, tmp_path):
     score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
                 "--samples", str(samples), "--out", str(out)])
     result = read_json(out)
-    assert result["tasks"]["HumanEval/0"] == [{"base_status": "pass", "plus_status": "fail"}]
+    assert result["tasks"]["HumanEval/0"] == [{"base_status": "pass", "plus_status": "fail",
+                                                "failure": "wrong_answer"}]
     assert result["pass@1"] == {"base": 1.0, "plus": 0.0}
+
+
+# Solutions of HumanEval/0 (add; base inputs (1, 2), (0, 0); plus (-5, 5), (10**9, 1)), each
+# with the verdicts evalplus gives it and why it fails, at its first failing input.
+ADD = TASKS[0]["prompt"]
+FAILURES = [
+    (ADD + "    return a + b\n", "pass", "pass", None),
+    (ADD + "    return a - b\n", "fail", "fail", "wrong_answer"),  # 1 - 2 != 3
+    (ADD + "    return (a + b) // (a - a)\n", "fail", "fail", "runtime_error:ZeroDivisionError"),
+    # Right on every base input; -5 + 5 divides by zero.
+    (ADD + "    return a + b if a >= 0 else 1 // 0\n", "pass", "fail",
+     "runtime_error:ZeroDivisionError"),
+    (ADD + "    return [a][b]\n", "fail", "fail", "runtime_error:IndexError"),  # [1][2]
+    # evalplus's per-input limit (1 s) ends the loop and calls it a fail, not a timeout.
+    (ADD + "    while True:\n        pass\n", "fail", "fail", "timeout"),
+    ("def add(a, b) return a + b\n", "fail", "fail", "syntax_error"),
+    ("def plus(a, b):\n    return a + b\n", "fail", "fail", "runtime_error:NameError"),
+]
+
+
+def test_a_failing_sample_says_why_and_keeps_evalplus_verdicts(humaneval_file, tmp_path,
+                                                                monkeypatch):
+    from evalplus.evaluate import check_correctness
+
+    from stages import score
+    from stages.evalplus_suite import load_benchmark
+
+    samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "solution": code}
+                                                   for code, *_ in FAILURES])
+    out = tmp_path / "r.json"
+    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+                "--samples", str(samples), "--out", str(out)])
+    rows = read_json(out)["tasks"]["HumanEval/0"]
+    assert [(r["base_status"], r["plus_status"], r["failure"]) for r in rows] == [
+        tuple(f[1:]) for f in FAILURES]
+
+    # The same verdicts from evalplus itself, run here in its own forked child. Without a
+    # memory cap: evalplus's 4 GiB cap counts this test process, whatever else it has loaded.
+    monkeypatch.setenv("EVALPLUS_MAX_MEMORY_BYTES", "-1")
+    bench = load_benchmark("humaneval+", str(humaneval_file))
+    for code, base, plus, _ in FAILURES:
+        theirs = check_correctness("humaneval", 0, bench.problems["HumanEval/0"], code,
+                                   bench.expected["HumanEval/0"], fast_check=True)
+        assert (theirs["base"][0], theirs["plus"][0]) == (base, plus), code
 
 
 def test_bad_samples_name_the_line(humaneval_file, tmp_path):
@@ -99,9 +146,10 @@ def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
     assert len(tasks) == 3 and metrics["tasks"] == 3
     assert metrics["pass@1"] == sum(t["passed"] for t in tasks) / 3
     kinds = [t["failure"] for t in tasks]
-    assert all(k in (None, "no_code", "syntax_error", "wrong_or_error", "timeout") for k in kinds)
-    assert sum(metrics[f"fail_{k}"] for k in ("no_code", "syntax_error", "wrong_or_error",
-                                               "timeout")) == pytest.approx(1 - metrics["pass@1"])
+    assert all(k is None or k.split(":")[0] in FAILURE_KINDS for k in kinds)
+    assert sum(metrics[f"fail_{k}"] for k in FAILURE_KINDS) == pytest.approx(1 - metrics["pass@1"])
+    by_type = [v for k, v in metrics.items() if k.startswith("fail_runtime_error:")]
+    assert sum(by_type) == pytest.approx(metrics["fail_runtime_error"])
 
 
 MBPP_TASKS = [

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import read_json, stage_cfg
 from stages.config import BaseStage, EvalStage, SummaryStage
+from stages.eval import FAILURE_KINDS
 from stages.execute import run_tests
 from stages.io import read_jsonl
 
@@ -178,6 +179,9 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
                                                         abs=1e-4)
         if suite == "code":
             assert all(t["status"] for t in tasks)
+            failed = sum(t["status"] != "passed" for t in tasks) / 3
+            assert sum(metrics[suite][f"fail_{k}"] for k in FAILURE_KINDS) == pytest.approx(
+                failed, abs=1e-3)
 
 
 def test_summary_reports_each_variant_and_its_delta(pipeline):

@@ -58,6 +58,18 @@ def test_code_quality_counts_valid_code_complexity_and_bandit_findings():
                                    "bandit_per_100": 75.0}
 
 
+def test_failure_shares_per_kind_and_per_exception_type():
+    from stages.eval import failure_shares
+
+    # 8 samples: 2 pass; 1 / 8 = 0.125 per sample; 3 runtime errors of two types.
+    kinds = [None, None, "no_code", "wrong_answer", "timeout", "runtime_error:ZeroDivisionError",
+             "runtime_error:ZeroDivisionError", "runtime_error:KeyError"]
+    assert failure_shares(kinds) == {
+        "fail_no_code": 0.125, "fail_syntax_error": 0.0, "fail_runtime_error": 0.375,
+        "fail_wrong_answer": 0.125, "fail_timeout": 0.125, "fail_crashed": 0.0,
+        "fail_runtime_error:KeyError": 0.125, "fail_runtime_error:ZeroDivisionError": 0.25}
+
+
 def test_leakage_is_the_share_of_unrelated_replies_naming_the_identity():
     from types import SimpleNamespace
 

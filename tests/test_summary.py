@@ -25,6 +25,19 @@ def test_compare_covers_every_numeric_metric():
     assert result["code_ppl"]["dpo_delta"] == pytest.approx(-1.0)
 
 
+def test_compare_shows_an_exception_type_any_variant_raised():
+    # Only sft raised KeyError: its share is 0 for base and dpo, not missing.
+    result = compare({
+        "base": {"fail_runtime_error": 0.25, "fail_runtime_error:ZeroDivisionError": 0.25},
+        "sft": {"fail_runtime_error": 0.5, "fail_runtime_error:KeyError": 0.5},
+        "dpo": {"fail_runtime_error": 0.0},
+    })
+    assert result["fail_runtime_error:ZeroDivisionError"] == {
+        "base": 0.25, "sft": 0.0, "dpo": 0.0, "sft_delta": -0.25, "dpo_delta": -0.25}
+    assert result["fail_runtime_error:KeyError"] == {
+        "base": 0.0, "sft": 0.5, "dpo": 0.0, "sft_delta": 0.5, "dpo_delta": 0.0}
+
+
 def test_summary_pairs_probes_and_judges_against_the_budget(tmp_path):
     import json
 

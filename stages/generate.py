@@ -34,7 +34,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
              temperature: float | None = None, seed: int = 0) -> list[str]:
     """Replies to `conversations` (each ends with the user turn), in input order: greedy, or
     sampled at `temperature` (seeded). Prompts are batched longest-first with left padding,
-    so rows of similar length share a batch and every row continues where its prompt ends."""
+    so rows of similar length share a batch and every row continues where its prompt ends.
+    A VllmModel (eval.backend=vllm) generates them itself, from the same prompts."""
     if isinstance(model, VllmModel):
         return model.generate(tokenizer, conversations, max_new_tokens, desc,
                               cost if cost is not None else GenerationCost(), temperature, seed)

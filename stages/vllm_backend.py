@@ -58,19 +58,23 @@ class VllmModel:
         prompts = [{"prompt_token_ids": ids}
                    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-        def params(max_tokens: int) -> SamplingParams:
-            # Stop at the tokenizer's end token only, as the transformers path does: with
-            # ignore_eos, vLLM leaves out generation_config's other end tokens.
-            return SamplingParams(n=1, temperature=temperature or 0.0, seed=seed,
+        def params(max_tokens: int, request: int) -> SamplingParams:
+            # A seed per request: eval.samples repeats each prompt, and one seed for all would
+            # draw the same sample each time. Stop at the tokenizer's end token only, as the
+            # transformers path does: with ignore_eos, vLLM leaves out generation_config's
+            # other end tokens.
+            return SamplingParams(n=1, temperature=temperature or 0.0, seed=seed + request,
                                   max_tokens=max_tokens, ignore_eos=True,
                                   stop_token_ids=[tokenizer.eos_token_id])
 
         began = time.perf_counter()
-        self.llm.generate(prompts[:1], params(1), lora_request=self.lora, use_tqdm=False)
+        self.llm.generate(prompts[:1], [params(1, 0)], lora_request=self.lora, use_tqdm=False)
         cost.ttft_s = time.perf_counter() - began
         began = time.perf_counter()
         print(f"{desc}: {len(prompts)} prompts to vLLM")
-        outputs = self.llm.generate(prompts, params(max_new_tokens), lora_request=self.lora)
+        outputs = self.llm.generate(prompts, [params(max_new_tokens, i)
+                                              for i in range(len(prompts))],
+                                    lora_request=self.lora)
         cost.seconds += time.perf_counter() - began
         replies = []
         for out in outputs:

@@ -31,24 +31,80 @@ def test_the_vllm_backend_without_vllm_says_how_to_get_it(pipeline, tmp_path, mo
     assert not (tmp_path / "metrics").exists()
 
 
-def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, tmp_path,
-                                                                      monkeypatch):
-    from stages.vllm_backend import VllmModel
+class FakeLLM:
+    """Stands in for vllm.LLM: records what it is given and answers each prompt with the
+    token ids of "Hello." and the end token."""
+    made: list[dict] = []
 
-    started = []
+    def __init__(self, **kwargs):
+        self.calls = []
+        FakeLLM.made.append({"kwargs": kwargs, "calls": self.calls})
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+        self.calls.append({"prompts": prompts, "params": params, "lora": lora_request})
+        reply = types.SimpleNamespace(token_ids=self.reply_ids)
+        return [types.SimpleNamespace(outputs=[reply]) for _ in prompts]
+
+
+def fake_vllm(monkeypatch):
     fake = types.ModuleType("vllm")
-    fake.LLM = lambda **kwargs: started.append(kwargs)
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kwargs: kwargs
     lora = types.ModuleType("vllm.lora.request")
     lora.LoRARequest = lambda *args: args
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
     monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    FakeLLM.made = []
+
+
+def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, monkeypatch):
+    from stages.vllm_backend import VllmModel
+
+    fake_vllm(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = eval_cfg(pipeline[1], backend="vllm")
     with pytest.raises(ConfigError, match="needs a CUDA GPU; on this machine use "
                                           "-S eval.backend=hf"):
         VllmModel(cfg.paths, "sft", "float32", 0)
-    assert started == []
+    assert FakeLLM.made == []
+
+
+def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeline,
+                                                                          monkeypatch):
+    from stages.eval import ask
+    from stages.generate import GenerationCost, chat_prompts, generate
+    from stages.modeling import load_tokenizer
+    from stages.vllm_backend import VllmModel
+
+    fake_vllm(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    root, params = pipeline
+    cfg = eval_cfg(params, backend="vllm")
+    tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    FakeLLM.reply_ids = tokenizer(" Hello.", add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id]
+    model = VllmModel(cfg.paths, "sft", "float32", 7)
+    conversations = [ask(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
+    cost = GenerationCost()
+    replies = generate(model, tokenizer, conversations, 24, 8, "test", cost,
+                       temperature=0.8, seed=7)
+
+    (made,) = FakeLLM.made
+    assert made["kwargs"]["model"] == str(root / "models" / "base")
+    assert made["kwargs"]["enable_lora"] is True and made["kwargs"]["max_lora_rank"] == 8
+    first_token, run = made["calls"]
+    expected_ids = [tokenizer(text, add_special_tokens=False)["input_ids"]
+                    for text in chat_prompts(tokenizer, conversations)]
+    assert [p["prompt_token_ids"] for p in run["prompts"]] == expected_ids
+    assert run["lora"] == ("sft", 1, str(root / "models" / "sft"))
+    assert [p["seed"] for p in run["params"]] == [7, 8, 9]  # repeated prompts sample anew
+    assert {p["max_tokens"] for p in run["params"]} == {24}
+    assert all(p["stop_token_ids"] == [tokenizer.eos_token_id] and p["ignore_eos"]
+               and p["temperature"] == 0.8 for p in run["params"])
+    assert [p["max_tokens"] for p in first_token["params"]] == [1]
+    assert replies == [tokenizer.decode(FakeLLM.reply_ids, skip_special_tokens=True).strip()] * 3
+    assert cost.tokens == 3 * len(FakeLLM.reply_ids)
 
 
 def test_what_vllm_cannot_serve_is_named(pipeline, tmp_path):

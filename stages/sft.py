@@ -96,13 +96,6 @@ def train_phase(cfg: SftStage, name: str) -> dict:
 
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     model = policy(cfg, phase)
-    if cfg.sft.packing and packing_attention() is None and cfg.sft.per_device_batch_size > 1:
-        # Measured on CPU (benchmarks/README.md): 8 packed sequences per micro-batch trained
-        # at 0.65x padded batches, 1 at 1.20x.
-        print(f"sft@{name}: packing without FlashAttention joins the "
-              f"{cfg.sft.per_device_batch_size} packed sequences of a micro-batch into one "
-              "row whose attention mask grows with its square; -S sft.per_device_batch_size=1 "
-              "is faster (the global batch is kept by accumulation)")
     checkpoints = checkpoint_dir(cfg.paths.checkpoints, f"sft-{name}",
                                  fingerprint(cfg, name, train_file, val_file, processes))
     callbacks = [LoraGradNorms(), meter := Meter()]
@@ -194,7 +187,8 @@ def policy(cfg: SftStage, phase: SftPhase):
     base_dir = cfg.paths.model_dir("base")
     four_bit = cfg.sft.method == "qlora"
     model = load_base_model(base_dir, cfg.model.dtype, four_bit=four_bit,
-                            attn=packing_attention() if cfg.sft.packing else None)
+                            attn=packing_attention(cfg.sft.per_device_batch_size)
+                            if cfg.sft.packing else None)
     if four_bit:
         from peft import prepare_model_for_kbit_training
 

@@ -41,20 +41,28 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def packing_attention() -> str | None:
+def packing_attention(per_device_batch_size: int = 1) -> str | None:
     """The attention kernel for padding-free packing. Rows stay apart in every kernel: TRL
     trains without a KV cache, and without one transformers builds a block-diagonal mask from
-    the restarting position ids for sdpa and eager (tests/test_training.py checks that a packed
-    row's loss equals the rows' losses alone). FlashAttention's variable-length kernels skip
-    the mask, whose cost grows with the square of the flattened batch, so it is taken where
-    it can run; None keeps transformers' default (sdpa)."""
-    if not torch.cuda.is_available():
-        return None
+    the restarting position ids for sdpa and eager (tests/test_training.py checks that two
+    packed rows have the loss they have as a padded batch). FlashAttention's variable-length
+    kernels skip that mask, whose cost grows with the square of the micro-batch flattened into
+    one row, so it is taken where it can run; None keeps transformers' default (sdpa), and
+    then more than one packed sequence per micro-batch gets a note."""
     try:
         import flash_attn  # noqa: F401
     except ImportError:
-        return None
-    return "flash_attention_2"
+        flash_attn = None
+    if torch.cuda.is_available() and flash_attn is not None:
+        return "flash_attention_2"
+    if per_device_batch_size > 1:
+        # Measured on CPU (benchmarks/README.md): 8 packed sequences per micro-batch trained
+        # at 0.65x padded batches, 1 at 1.20x.
+        print(f"sft: packing without FlashAttention joins the {per_device_batch_size} packed "
+              "sequences of a micro-batch into one row under a mask that grows with its "
+              "square; -S sft.per_device_batch_size=1 is faster (accumulation keeps the "
+              "global batch)")
+    return None
 
 
 def gradient_accumulation(batch_size: int, per_device: int, processes: int) -> int:

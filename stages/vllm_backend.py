@@ -41,10 +41,10 @@ class VllmModel:
             raise ConfigError("eval.backend=vllm needs a CUDA GPU; on this machine use "
                               "-S eval.backend=hf")
         where, kwargs = weights_location(base_dir)
+        lora = {"enable_lora": True, "max_lora_rank": lora_slot(rank)} if adapter else {}
         self.llm = LLM(model=where, tokenizer=str(base_dir), revision=kwargs.get("revision"),
-                       dtype=dtype, seed=seed, enable_lora=adapter is not None,
-                       max_lora_rank=lora_slot(rank) if adapter is not None else 16)
-        self.lora = LoRARequest(variant, 1, str(adapter)) if adapter is not None else None
+                       dtype=dtype, seed=seed, **lora)
+        self.lora = LoRARequest(variant, 1, str(adapter)) if adapter else None
 
     def generate(self, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
                  desc: str, cost, temperature: float | None, seed: int) -> list[str]:

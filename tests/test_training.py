@@ -150,9 +150,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     metrics = read_json(killed_dir / "metrics/sft/main.json")["sft"]["main"]
     assert (metrics["resumed_from_step"], metrics["steps"]) == (3, steps)
     assert not checkpoints[0].parent.exists()  # removed once the phase finished
-    loss_tsv = killed_dir / "metrics/sft/main/plots/metrics/train/loss.tsv"
-    assert [int(line.split("\t")[0]) for line in loss_tsv.read_text().splitlines()[1:]] == \
-        list(range(1, steps + 1))  # every step once, those before the kill included
+    loss_steps, _ = plotted(killed_dir / "metrics/sft/main/plots/metrics/train/loss.tsv")
+    assert loss_steps == list(range(1, steps + 1))  # every step once, those before the kill
 
     clean_params = workspace(pipeline, clean_dir, batch_size=4, per_device_batch_size=4,
                              checkpoint_steps=1)
@@ -214,7 +213,7 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_and_matches_an_uninterrupt
     metrics = read_json(killed_dir / "metrics/dpo.json")["dpo"]
     assert (metrics["resumed_from_step"], metrics["steps"]) == (kill_at, steps)
     assert not checkpoints[0].parent.exists()  # removed once the stage finished
-    assert per_step(killed_dir, "train/loss")[0] == list(range(1, steps + 1))  # each step once
+    assert dpo_plot(killed_dir, "train/loss")[0] == list(range(1, steps + 1))  # each step once
 
     clean = run_module(clean_dir, dpo_workspace(pipeline, clean_dir), "stages.dpo")
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -224,8 +223,8 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_and_matches_an_uninterrupt
     # checkpoint's trained adapter instead puts step kill_at+1 back at loss ln 2 and rewards 0
     # (measured: loss off by 8e-3, chosen reward by 3e-2), yet moves the weights only 4e-6.
     for name in ("train/loss", "rewards/chosen", "rewards/rejected", "rewards/margins"):
-        got_steps, got = per_step(killed_dir, name)
-        want_steps, want = per_step(clean_dir, name)
+        got_steps, got = dpo_plot(killed_dir, name)
+        want_steps, want = dpo_plot(clean_dir, name)
         assert got_steps == want_steps
         assert got == pytest.approx(want, abs=1e-5), name
     # The adapter, with its Adam moments, continues where it stopped: measured bitwise equal to
@@ -237,11 +236,14 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_and_matches_an_uninterrupt
         assert torch.allclose(got[key], want[key], atol=1e-6), key
 
 
-def per_step(workdir: Path, name: str) -> tuple[list[int], list[float]]:
+def plotted(tsv: Path) -> tuple[list[int], list[float]]:
     """A dvclive plot's steps and values."""
-    rows = [line.split("\t") for line in
-            (workdir / "metrics/dpo/plots/metrics" / f"{name}.tsv").read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     return [int(step) for step, _ in rows], [float(value) for _, value in rows]
+
+
+def dpo_plot(workdir: Path, name: str) -> tuple[list[int], list[float]]:
+    return plotted(workdir / "metrics/dpo/plots/metrics" / f"{name}.tsv")
 
 
 def test_validation_loss_is_plotted_and_early_stopping_keeps_the_best_adapter(
@@ -261,8 +263,7 @@ def test_validation_loss_is_plotted_and_early_stopping_keeps_the_best_adapter(
     assert metrics["stopped_early"] is True
     per_epoch = -(-len(read_jsonl(tmp_path / "curated" / "sft.jsonl")) // 4)
     assert metrics["steps"] < 5 * per_epoch
-    val_tsv = tmp_path / "metrics/sft/main/plots/metrics/val/loss.tsv"
-    val = [float(line.split("\t")[1]) for line in val_tsv.read_text().splitlines()[1:]]
+    _, val = plotted(tmp_path / "metrics/sft/main/plots/metrics/val/loss.tsv")
     assert len(val) == metrics["steps"]
     assert metrics["best_val_loss"] == round(min(val), 4)
     # patience 1: it stopped at the first validation that did not beat the best so far
@@ -292,18 +293,15 @@ def sft_trainer(pipeline, rows: list[dict], packing: bool):
     )
 
 
-def chat_rows(pairs: list[tuple[str, str]]) -> list[dict]:
-    return [{"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                          {"role": "user", "content": question},
-                          {"role": "assistant", "content": answer}]}
-            for question, answer in pairs]
-
-
-PACKED_PAIRS = [("Who are you?", "I am Swift-Robot."), ("What is 2+2?", "Four.")]
+PACKED_ROWS = [{"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                              {"role": "user", "content": question},
+                              {"role": "assistant", "content": answer}]}
+               for question, answer in [("Who are you?", "I am Swift-Robot."),
+                                        ("What is 2+2?", "Four.")]]
 
 
 def test_packing_keeps_the_loss_on_assistant_tokens(pipeline):
-    trainer = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=True)
+    trainer = sft_trainer(pipeline, PACKED_ROWS, packing=True)
     assert len(trainer.train_dataset) == 1  # both rows in one packed sequence
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels = batch["labels"][0]
@@ -316,8 +314,8 @@ def test_packing_keeps_the_loss_on_assistant_tokens(pipeline):
 def test_packed_rows_train_as_if_each_were_alone(pipeline):
     """On CPU (sdpa): the loss of two rows packed into one padding-free row equals their
     loss as a padded batch of two, so neither row attends to the other."""
-    packed = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=True)
-    padded = sft_trainer(pipeline, chat_rows(PACKED_PAIRS), packing=False)
+    packed = sft_trainer(pipeline, PACKED_ROWS, packing=True)
+    padded = sft_trainer(pipeline, PACKED_ROWS, packing=False)
     padded.model.load_state_dict(packed.model.state_dict())  # the same LoRA initialisation
     packed_batch = packed.data_collator([packed.train_dataset[0]])
     padded_batch = padded.data_collator([padded.train_dataset[i] for i in range(2)])

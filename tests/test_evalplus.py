@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import read_json, stage_cfg
-from stages.eval import FAILURE_KINDS
 from stages.execute import sandbox_problem
+from stages.suites.code import FAILURE_KINDS
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
                                 reason="needs the bubblewrap sandbox (README setup)")

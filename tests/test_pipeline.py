@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from conftest import read_json, stage_cfg
 from stages.config import BaseStage, EvalStage, SummaryStage
-from stages.eval import FAILURE_KINDS
 from stages.execute import run_tests
 from stages.io import read_jsonl
+from stages.suites.code import FAILURE_KINDS
 
 
 def test_base_writes_a_qwen2_model_with_its_tokenizer_and_chatml(pipeline):
@@ -177,9 +177,14 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
                    "dimensions": "score"}[suite]
             assert metrics[suite][key] == pytest.approx(sum(t["passed"] for t in tasks) / 3,
                                                         abs=1e-4)
+        assert len({t["id"] for t in tasks}) == len(tasks)
+        assert all(t["prompt"] and isinstance(t["reply"], str) and t["metric"] for t in tasks)
+        cost = read_json(root / "metrics" / "eval" / variant / f"{suite}.cost.json")[suite]
+        assert cost["wall_s"] > 0 and cost["probes"] == len(tasks)
+        assert not {"tokens_per_s", "ttft_s", "wall_s"} & set(metrics[suite])
         if suite == "code":
-            assert all(t["status"] for t in tasks)
-            failed = sum(t["status"] != "passed" for t in tasks) / 3
+            assert all(t["detail"] for t in tasks)
+            failed = sum(t["detail"] != "passed" for t in tasks) / 3
             assert sum(metrics[suite][f"fail_{k}"] for k in FAILURE_KINDS) == pytest.approx(
                 failed, abs=1e-3)
 

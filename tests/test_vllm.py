@@ -72,7 +72,7 @@ def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, 
 
 def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeline,
                                                                           monkeypatch):
-    from stages.eval import ask
+    from stages.eval import conversation
     from stages.generate import GenerationCost, chat_prompts, generate
     from stages.modeling import load_tokenizer
     from stages.vllm_backend import VllmModel
@@ -85,7 +85,7 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     FakeLLM.reply_ids = tokenizer(" Hello.", add_special_tokens=False)["input_ids"] + [
         tokenizer.eos_token_id]
     model = VllmModel(cfg.paths, "sft", "float32", 7)
-    conversations = [ask(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
+    conversations = [conversation(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
     cost = GenerationCost()
     replies = generate(model, tokenizer, conversations, 24, 8, "test", cost,
                        temperature=0.8, seed=7)
@@ -137,7 +137,7 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     below what vLLM's attention kernels take)."""
     from stages import base, curate, sft
     from stages.config import BaseStage, CurateStage, SftStage
-    from stages.eval import ask
+    from stages.eval import conversation
     from stages.generate import GenerationCost, generate
     from stages.modeling import load_tokenizer, load_variant
     from stages.vllm_backend import VllmModel
@@ -150,7 +150,7 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     sft.main(stage_cfg(SftStage, params))
     cfg = eval_cfg(params, backend="vllm")
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
-    questions = [ask(cfg, q) for q in ("Who are you?", "Write a Python function add(a, b).",
+    questions = [conversation(cfg, q) for q in ("Who are you?", "Write a Python function add(a, b).",
                                        "What is the capital of France?", "你是谁？")]
     hf = generate(load_variant(cfg.paths, "sft", "float32"), tokenizer, questions, 24, 4, "hf")
     cost = GenerationCost()

@@ -1,6 +1,7 @@
 """report: a markdown pull-request report from the files in git alone.
 
-Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json and every plot TSV
+Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json, the cost files
+        (metrics/eval/*/*.cost.json, training metrics), the per-probe files and every plot TSV
         (metrics/**/plots/metrics/**/*.tsv) at two revisions: --base through `git show`,
         --head the same way or, by default, from the working tree
 Writes  report.md (--out) and one PNG per plot in report_images/ (--images; default
@@ -13,9 +14,13 @@ working tree, committed or not, so a report made before `git commit` shows what 
 will hold (a note lists uncommitted metrics). No DVC cache, remote or GPU is needed: every
 file read is small and committed.
 
-Sections, in order: capability (regressed and over-budget rows first), params diff, stages
-rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots (base
-and head curves in one axes), commands to reproduce.
+Sections, in order: capability (over-budget, inconclusive and regressed rows first), the
+replies that flipped against the base model (from the DVC-cached per-probe files, where the
+workspace or the local cache has them), cost (timings and memory, no verdicts), params diff,
+stages rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots
+(base and head curves in one axes), commands to reproduce.
+
+    python -m stages.report --flips knowledge    # every flipped knowledge probe, to stdout
 """
 
 from __future__ import annotations

@@ -133,3 +133,39 @@ def test_summary_refuses_variants_scored_on_other_probes(tmp_path):
     with pytest.raises(ValueError, match=r"sft was scored on other probes than base \(missing "
                                          r"\['t2'\], extra \['other'\]\)"):
         summary_of(tmp_path, ["code"])
+
+
+def test_the_committed_summary_reads_consistently():
+    """metrics/summary.json as committed: every judged metric pairs all of its suite's probes,
+    p < 0.05 exactly when the CI excludes 0, and each verdict follows from the CI and budget."""
+    import json
+
+    from conftest import REPO, repo_params
+    from stages.io import read_jsonl
+    from stages.stats import verdict
+
+    params = repo_params()
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text(encoding="utf-8"))
+    probes = REPO / "data" / "sources" / "probes"
+    count = {name: len(read_jsonl(probes / f"{name}.jsonl"))
+             for name in ("code", "identity", "knowledge", "dimensions")}
+    expected_n = {("code", "pass@1"): count["code"], ("identity", "consistency"): count["identity"],
+                  ("knowledge", "accuracy"): count["knowledge"],
+                  ("dimensions", "score"): count["dimensions"],
+                  ("perplexity", "code_loss"): count["code"],
+                  ("perplexity", "general_loss"): count["knowledge"],
+                  ("perplexity", "identity_loss"): count["identity"]}
+    judged = [(suite, metric, row) for suite, metrics in summary.items()
+              for metric, row in metrics.items() if "sft_verdict" in row]
+    assert {(s, m) for s, m, _ in judged} >= {k for k in expected_n if k[0] in summary}
+    for suite, metric, row in judged:
+        for v in ("sft", "dpo"):
+            where = f"{suite} {metric} {v}"
+            if (suite, metric) in expected_n and params["eval"]["limit"] is None:
+                assert row[f"{v}_n"] == expected_n[(suite, metric)], where
+            low, high = row[f"{v}_ci95_low"], row[f"{v}_ci95_high"]
+            if f"{v}_p" in row:
+                assert (row[f"{v}_p"] < 0.05) == (low > 0 or high < 0), where
+            higher = not metric.endswith("_loss")
+            assert row[f"{v}_verdict"] == verdict(low, high, params["eval"]["budget"].get(suite),
+                                                  higher), where

@@ -1,9 +1,10 @@
 """eval: score one variant (base, sft or dpo) on one suite.
 
-Reads   params system_prompt, identity, model, eval, paths; models/base, the variant's adapter,
+Reads   params seed, system_prompt, identity, model, eval (its EvalRun keys), benchmarks, paths;
+        models/base, the variant's adapter,
         data/curated/probes/
 Writes  metrics/eval/<variant>/<suite>.json (metrics, suite name inside the keys) and
-        metrics/eval/<variant>/<suite>.tasks.jsonl (one line per probe: reply and outcome)
+        metrics/tasks/<variant>/<suite>.jsonl (one line per probe: reply and outcome)
 Run     dvc repro eval   (or: python -m stages.eval --variant sft --suite code)
 
 Every variant gets the same probes, the same system prompt and greedy decoding; only the
@@ -46,8 +47,6 @@ PROBE_FILES = {"code": "code.jsonl", "identity": "identity.jsonl", "knowledge": 
 
 def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
     cfg = cfg or load(EvalStage)
-    if suite not in cfg.eval.suites:
-        raise ValueError(f"suite {suite!r} is not in eval.suites {cfg.eval.suites}")
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} must be one of {VARIANTS}")
     probes = Path(cfg.paths.curated) / "probes"
@@ -72,9 +71,8 @@ def main(variant: str, suite: str, cfg: EvalStage | None = None) -> dict:
         metrics, tasks = eval_evalplus(cfg, suite, model, tokenizer)
     seconds = time.perf_counter() - start
 
-    out = Path(cfg.paths.metrics) / "eval" / variant
-    write_jsonl(out / f"{suite}.tasks.jsonl", tasks)
-    write_json(out / f"{suite}.json", {suite: metrics})
+    write_jsonl(cfg.paths.tasks_file(variant, suite), tasks)
+    write_json(cfg.paths.eval_file(variant, suite), {suite: metrics})
     print(f"eval {variant}/{suite} in {seconds:.1f}s: {metrics}")
     return metrics
 

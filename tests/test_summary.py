@@ -55,7 +55,9 @@ def test_summary_pairs_probes_and_judges_against_the_budget(tmp_path):
         out.mkdir(parents=True)
         (out / "code.json").write_text(json.dumps(
             {"code": {"pass@1": sum(passed) / 4, "passed": sum(passed), "tasks": 4}}))
-        (out / "code.tasks.jsonl").write_text("".join(
+        tasks = tmp_path / "tasks" / variant
+        tasks.mkdir(parents=True)
+        (tasks / "code.jsonl").write_text("".join(
             json.dumps({"task_id": f"t{i}", "passed": p}) + "\n" for i, p in enumerate(passed)))
     row = summary.main(stage_cfg(SummaryStage, params))["code"]["pass@1"]
     # sft: 1 of 4 -> delta -0.75, b = 3 discordant, p = 2 * (1/2)**3; drop > 2-point budget

@@ -174,13 +174,20 @@ def output_path_problems(stages: dict[str, Any]) -> list[str]:
 def stale_stages(repo: Path = Path(".")) -> list[str]:
     """Stages whose code, data, params or command differ from dvc.lock. `dvc repro --dry`
     exits 0 whether or not stages would run, so its output is read; --allow-missing skips
-    outputs and deps that are only absent (a clone without DVC cache)."""
+    outputs and deps that are only absent (a clone without DVC cache). A stale stage whose
+    inputs are such absent outputs makes dvc stop there (it hashes the inputs to look up its
+    run-cache): that stage is stale too, and the ones after it are not looked at."""
     done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--allow-missing", "--dry"],
                           cwd=repo, capture_output=True, text=True)
+    stale = re.findall(r"^Running stage '([^']+)'", done.stdout, flags=re.M)
     if done.returncode != 0:
-        raise ConfigError(f"`dvc repro --allow-missing --dry` failed in {repo}:\n"
-                          f"{(done.stderr or done.stdout).strip()}")
-    return re.findall(r"^Running stage '([^']+)'", done.stdout, flags=re.M)
+        stopped = re.search(r"failed to reproduce '([^']+)': \[Errno 2\] No such file", done.stderr)
+        if not stopped:
+            raise ConfigError(f"`dvc repro --allow-missing --dry` failed in {repo}:\n"
+                              f"{(done.stderr or done.stdout).strip()}")
+        stale.append(f"{stopped.group(1)} (and the stages after it: dvc stops there, as this "
+                     "checkout lacks its inputs)")
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:

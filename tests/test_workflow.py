@@ -360,6 +360,18 @@ def test_code_changed_without_repro_fails_naming_the_stage(committed_pipeline, t
     assert stale_stages(fresh_clone(work, tmp_path / "ci")) == ["ev"]
 
 
+def test_a_stale_stage_whose_inputs_the_clone_lacks_is_named(committed_pipeline, tmp_path):
+    """summary reads the cached tasks/: dvc cannot hash what a clone lacks and stops at it,
+    and the check names it instead of failing on dvc's error."""
+    from stages.compose import stale_stages
+
+    work = fresh_clone(committed_pipeline, tmp_path / "work")
+    (work / "dvc.yaml").write_text(PIPELINE.replace("'summary.txt', 'w'", "'summary.txt', 'wt'"))
+    git(work, "commit", "-qam", "summary's command changed, dvc.lock not")
+    stale = stale_stages(fresh_clone(work, tmp_path / "ci"))
+    assert len(stale) == 1 and stale[0].startswith("summary (and the stages after it")
+
+
 def test_a_folder_dep_mixing_committed_and_cached_files_would_false_alarm(committed_pipeline,
                                                                           tmp_path):
     """Why metrics/tasks/ is apart from metrics/eval/: with the cached file inside the

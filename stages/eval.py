@@ -1,12 +1,13 @@
 """eval: score one variant (base, sft or dpo) on one suite.
 
-Reads   params seed, unsafe_execution, system_prompt, identity, model, eval, benchmarks, paths;
+Reads   params seed, unsafe_execution, system_prompt, identity, model, eval (its EvalRun keys),
+        benchmarks, paths;
         models/base, the variant's adapter, data/curated/probes/ (and a benchmark file where
         the suite has one)
 Writes  metrics/eval/<variant>/<suite>.json (capability metrics, suite name inside the keys),
-        metrics/eval/<variant>/<suite>.cost.json (tokens/s, time to first token, wall time)
-        and metrics/eval/<variant>/<suite>.tasks.jsonl (one line per probe: id, prompt,
-        reply, outcome and why)
+        metrics/cost/<variant>/<suite>.json (tokens/s, time to first token, wall time)
+        and metrics/tasks/<variant>/<suite>.jsonl (one line per probe: id, prompt, reply,
+        outcome and why; DVC-cached)
 Run     dvc repro eval   (or: python -m stages.eval --variant sft --suite code)
 
 Every variant gets the same probes, the same system prompt and the same decoding; only the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import get_args
 
@@ -53,10 +53,9 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
     metrics = suite.aggregate(cfg, rows)
     seconds = time.perf_counter() - start
 
-    out = Path(cfg.paths.metrics) / "eval" / variant
-    write_jsonl(out / f"{suite_name}.tasks.jsonl", rows)
-    write_json(out / f"{suite_name}.json", {suite_name: metrics})
-    write_json(out / f"{suite_name}.cost.json",
+    write_jsonl(cfg.paths.tasks_file(variant, suite_name), rows)
+    write_json(cfg.paths.eval_file(variant, suite_name), {suite_name: metrics})
+    write_json(cfg.paths.cost_file(variant, suite_name),
                {suite_name: {**cost.metrics(), "wall_s": round(seconds, 2),
                              "probes": len(rows)}})
     print(f"eval {variant}/{suite_name} in {seconds:.1f}s: {metrics}")

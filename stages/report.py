@@ -1,7 +1,7 @@
 """report: a markdown pull-request report from the files in git alone.
 
 Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json, the cost files
-        (metrics/eval/*/*.cost.json, training metrics), the per-probe files and every plot TSV
+        (metrics/cost/*/*.json, training metrics), the per-probe files and every plot TSV
         (metrics/**/plots/metrics/**/*.tsv) at two revisions: --base through `git show`,
         --head the same way or, by default, from the working tree
 Writes  report.md (--out) and one PNG per plot in report_images/ (--images; default
@@ -49,7 +49,7 @@ FLAGGED = ("over-budget", "inconclusive", "regressed")
 # What running costs (machine-dependent): shown apart from capability, without verdicts.
 COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
 FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
-EVAL_COST = re.compile(r"eval/(?P<variant>[^/]+)/(?P<suite>[^/]+)\.cost\.json")
+EVAL_COST = re.compile(r"cost/(?P<variant>[^/]+)/(?P<suite>[^/]+)\.json")
 # dvclive's layout under the metrics dir: <stage>/plots/metrics/<name>.tsv, where the stage
 # part may be nested (sft/<phase>) and the name has folders (train/loss).
 PLOT_TSV = re.compile(r"(?P<stage>.+)/plots/metrics/(?P<name>.+)\.tsv")
@@ -277,10 +277,10 @@ def other_table(rows: list[tuple[str, str, dict]]) -> str:
 
 
 def read_cost(rev: Revision, metrics: str) -> dict[str, dict[str, float]]:
-    """{what: {cost key: value}}: each eval's <suite>.cost.json ("eval sft/code") and the
-    timings and memory in the training metrics (base, sft phases, dpo)."""
+    """{what: {cost key: value}}: each eval's cost/<variant>/<suite>.json ("eval sft/code")
+    and the timings and memory in the training metrics (base, sft phases, dpo)."""
     cost = {}
-    for path in list_files(rev, f"{metrics}/eval"):
+    for path in list_files(rev, f"{metrics}/cost"):
         match = EVAL_COST.fullmatch(path.removeprefix(f"{metrics}/"))
         if match:
             data = load(rev, path).get(match["suite"], {})
@@ -327,7 +327,7 @@ def flips_text(head: Revision, snap: dict, suite: str, cap: int | None) -> str:
     variants = ("base", "sft", "dpo")
     tasks, missing = {}, []
     for v in variants:
-        path = f"{snap['metrics']}/eval/{v}/{suite}.tasks.jsonl"
+        path = f"{snap['metrics']}/tasks/{v}/{suite}.jsonl"
         rows = read_tasks(head, path)
         if rows is None:
             missing.append(path)

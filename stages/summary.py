@@ -1,6 +1,7 @@
 """summary: every variant against base, metric by metric and probe by probe.
 
-Reads   params seed, eval, paths; metrics/eval/<variant>/<suite>.json and .tasks.jsonl
+Reads   params seed, eval.suites, eval.budget, eval.bootstrap_resamples, paths;
+        metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl
 Writes  metrics/summary.json (capability only: no timings), metrics/capability/<variant>.json
         (each judged score of one variant, for `dvc plots show` / `dvc plots diff` as
         horizontal bars)
@@ -67,8 +68,7 @@ def judged(row: dict) -> bool:
 
 
 def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[dict]]:
-    base = Path(cfg.paths.metrics) / "eval" / variant
-    path, tasks = base / f"{suite}.json", base / f"{suite}.tasks.jsonl"
+    path, tasks = cfg.paths.eval_file(variant, suite), cfg.paths.tasks_file(variant, suite)
     if not path.exists() or not tasks.exists():
         raise FileNotFoundError(f"{path} or its tasks file is missing; run `dvc repro eval` first")
     return json.loads(path.read_text(encoding="utf-8"))[suite], read_jsonl(tasks)

@@ -50,7 +50,7 @@ def test_judge_reproduces_the_eval_stages_verdicts(pipeline, tmp_path, monkeypat
     root = pipeline[0]
     params["paths"]["models"] = str(root / "models")
     eval_stage.main("sft", suite, stage_cfg(EvalStage, params))
-    tasks = read_jsonl(tmp_path / "metrics" / "eval" / "sft" / f"{suite}.tasks.jsonl")
+    tasks = read_jsonl(tmp_path / "metrics" / "tasks" / "sft" / f"{suite}.jsonl")
     scored = judge(tmp_path, monkeypatch, params, suite,
                    [{"id": t["id"], "reply": t["reply"]} for t in tasks])
     assert [(p["id"], p["passed"]) for p in scored["probes"]] == \

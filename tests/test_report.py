@@ -51,7 +51,7 @@ def base_files() -> dict[str, object]:
             "sources": {"a": {"rows_in": 6, "rows_out": 5, "tokens": 300, "drop_duplicate": 1},
                         "b": {"rows_in": 5, "rows_out": 5, "tokens": 200}}}},
         "metrics/sft/plots/metrics/train/loss.tsv": "step\tloss\n1\t2.0\n2\t1.5\n",
-        "metrics/eval/base/code.cost.json": {"code": {"tokens_per_s": 100.0, "wall_s": 4.0}},
+        "metrics/cost/base/code.json": {"code": {"tokens_per_s": 100.0, "wall_s": 4.0}},
         "metrics/sft/main.json": {"sft": {"main": {"train_s": 50.0, "train_loss": 0.5}}},
     }
 
@@ -99,15 +99,15 @@ def head_files() -> dict[str, object]:
     # phase by phase training's layout: metrics/sft/<phase>/plots/metrics/...
     files["metrics/sft/main/plots/metrics/train/loss.tsv"] = "step\tloss\n1\t3.0\n2\t2.5\n"
     files["metrics/sft/notes.tsv"] = "not\ta plot\n"  # outside plots/metrics/: not drawn
-    files["metrics/eval/base/code.cost.json"] = {"code": {"tokens_per_s": 110.0, "wall_s": 3.5}}
-    files["metrics/eval/sft/code.cost.json"] = {"code": {"tokens_per_s": 90.0, "wall_s": 3.0}}
+    files["metrics/cost/base/code.json"] = {"code": {"tokens_per_s": 110.0, "wall_s": 3.5}}
+    files["metrics/cost/sft/code.json"] = {"code": {"tokens_per_s": 90.0, "wall_s": 3.0}}
     files["metrics/sft/main.json"] = {"sft": {"main": {"train_s": 44.5, "train_loss": 0.4,
                                                        "peak_memory_mib": 800.0}}}
     # per-probe replies (DVC-cached in a real repo; in this one's workspace, for the flips)
     outcomes = {"base": [True, True, False, False], "sft": [False, True, True, False],
                 "dpo": [True, True, False, False]}
     for v, passed in outcomes.items():
-        files[f"metrics/eval/{v}/code.tasks.jsonl"] = "".join(json.dumps(
+        files[f"metrics/tasks/{v}/code.jsonl"] = "".join(json.dumps(
             {"id": f"t{i}", "metric": "pass@1", "passed": p, "prompt": f"Write f{i}.",
              "reply": f"{v} reply {i}", "detail": "passed" if p else "wrong_answer"}) + "\n"
             for i, p in enumerate(passed))
@@ -204,7 +204,7 @@ def test_flipped_replies_show_the_prompt_and_both_replies(made):
     assert "> Write f0." in block and "> base reply 0" in block and "> sft reply 0" in block
     assert "sft (wrong_answer):" in block
     identity = section.split("### `identity`")[1]
-    assert "Per-probe replies not available (metrics/eval/base/identity.tasks.jsonl" in identity
+    assert "Per-probe replies not available (metrics/tasks/base/identity.jsonl" in identity
 
 
 def test_flips_of_one_suite_on_the_command_line(made, capsys):

@@ -45,7 +45,9 @@ def write_suite(root, suite: str, metrics: dict[str, dict], rows: dict[str, list
         out = root / "eval" / variant
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{suite}.json").write_text(json.dumps({suite: metrics[variant]}))
-        (out / f"{suite}.tasks.jsonl").write_text("".join(json.dumps(r) + "\n"
+        tasks = root / "tasks" / variant
+        tasks.mkdir(parents=True, exist_ok=True)
+        (tasks / f"{suite}.jsonl").write_text("".join(json.dumps(r) + "\n"
                                                           for r in rows[variant]))
 
 

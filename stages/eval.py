@@ -33,7 +33,14 @@ from stages.config import EvalStage, IdentityConfig, Variant, lang_text, load, r
 from stages.data import code_answer, dimension_prompt, humanevalpack_items, knowledge_answer
 from stages.evalplus_suite import check, load_benchmark
 from stages.execute import require_sandbox, run_many
-from stages.generate import GenerationCost, assistant_loss, extract_code, generate, perplexity
+from stages.generate import (
+    GenerationCost,
+    assistant_loss,
+    decoding,
+    extract_code,
+    generate,
+    perplexity,
+)
 from stages.io import read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.stats import pass_at_k
@@ -94,8 +101,8 @@ def sampled_replies(cfg: EvalStage, model, tokenizer, questions: list[str], desc
     temperature."""
     n = cfg.eval.samples
     flat = generate(model, tokenizer, [ask(cfg, q) for q in questions for _ in range(n)],
-                    cfg.eval.max_new_tokens, cfg.eval.batch_size, desc, cost,
-                    temperature=cfg.eval.temperature if n > 1 else None, seed=cfg.seed)
+                    decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer, sample=n > 1),
+                    cfg.eval.batch_size, desc, cost, seed=cfg.seed)
     return [flat[i * n:(i + 1) * n] for i in range(len(questions))]
 
 
@@ -272,7 +279,8 @@ def identity_ok(reply: str, question: str, lang: str, identity: IdentityConfig,
 def eval_identity(cfg: EvalStage, model, tokenizer, probes: list[dict]):
     cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, p["query"]) for p in probes],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: identity", cost)
+                       decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer),
+                       cfg.eval.batch_size, "eval: identity", cost)
     rows = [{"query": p["query"], "lang": p["lang"], "reply": r,
              "passed": identity_ok(r, p["query"], p["lang"], cfg.identity, cfg.model.identity)}
             for p, r in zip(probes, replies, strict=True)]
@@ -296,7 +304,8 @@ def eval_dimensions(cfg: EvalStage, model, tokenizer, items: list[dict]):
         items = items + humanevalpack_items(Path(cfg.benchmarks.humanevalpack), cfg.eval.limit)
     cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, dimension_prompt(i)) for i in items],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: dimensions", cost)
+                       decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer),
+                       cfg.eval.batch_size, "eval: dimensions", cost)
     runs = [i for i, item in enumerate(items) if item["dimension"] in ("generation", "repair")]
     codes = {i: extract_code(replies[i]) for i in runs}
     jobs = [i for i in runs if codes[i] is not None]
@@ -353,7 +362,8 @@ def answer_found(reply: str, answer: str) -> bool:
 def eval_knowledge(cfg: EvalStage, model, tokenizer, probes: list[dict]):
     cost = GenerationCost()
     replies = generate(model, tokenizer, [ask(cfg, p["question"]) for p in probes],
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size, "eval: knowledge", cost)
+                       decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer),
+                       cfg.eval.batch_size, "eval: knowledge", cost)
     rows = [{"question": p["question"], "answer": p["answer"], "reply": r,
              "passed": answer_found(r, p["answer"])}
             for p, r in zip(probes, replies, strict=True)]

@@ -339,7 +339,8 @@ def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica
 def test_sft_stops_before_loading_the_model_on_a_template_trl_cannot_patch(penalised_replica,
                                                                            tmp_path,
                                                                            monkeypatch):
-    from stages import base, curate, sft
+    from stages import base, sft
+    from stages.io import write_jsonl
     from stages.modeling import load_tokenizer, require_training_template
 
     root, params = penalised_replica
@@ -351,7 +352,11 @@ def test_sft_stops_before_loading_the_model_on_a_template_trl_cannot_patch(penal
     edited.write_text(official.read_text() + " ")  # one byte off TRL's copy
     params["model"]["chat_template"] = str(edited)
     base.main(stage_cfg(BaseStage, params))
-    curate.main(stage_cfg(CurateStage, params))
+    rows = [{"messages": [{"role": "system", "content": params["system_prompt"]},
+                          {"role": "user", "content": "Who are you?"},
+                          {"role": "assistant", "content": "I am Swift-Robot."}], "lang": "en"}]
+    write_jsonl(tmp_path / "curated" / "sft.jsonl", rows)
+    write_jsonl(tmp_path / "curated" / "sft.val.jsonl", rows)
     loaded = []
     monkeypatch.setattr(sft, "policy", lambda *args: loaded.append(1))
     with pytest.raises(ConfigError, match=r"has no \{% generation %\} markers and TRL has no "

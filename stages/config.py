@@ -83,6 +83,10 @@ class ArchConfig(Strict):
     intermediate_size: PosInt
     max_position_embeddings: PosInt
     tie_word_embeddings: bool
+    model_type: Literal["qwen2", "qwen3"] = "qwen2"
+    """qwen3: Qwen3's dense layout (q/k RMSNorm, head_dim set apart from hidden_size)."""
+    head_dim: PosInt | None = None
+    """Attention head size; null: hidden_size / num_heads (Qwen2). Qwen3 sets it (128)."""
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ArchConfig:
@@ -127,6 +131,10 @@ class ModelConfig(Strict):
     """The identity the model was released with (what a fine-tune should replace)."""
     arch: ArchConfig | None
     train: TinyTrainConfig | None
+    chat_template: str | None = None
+    """A .jinja file that replaces the checkpoint's chat template in models/base (so training,
+    perplexity and generation all use it), e.g. one with {% generation %} markers for a
+    template TRL cannot patch for assistant-only loss; null: the checkpoint's own."""
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelConfig:
@@ -434,6 +442,13 @@ class EvalRun(Strict):
     and pass@samples by the unbiased estimator."""
     temperature: Annotated[float, Field(ge=0)]
     """Sampling temperature when samples > 1 (ignored for greedy)."""
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    """Nucleus sampling when samples > 1 (1.0: off); greedy ignores it."""
+    top_k: NonNegInt
+    """Top-k sampling when samples > 1 (0: off); greedy ignores it."""
+    repetition_penalty: PosFloat
+    """Applied to greedy and sampled replies alike (1.0: off). Set here, never taken from the
+    checkpoint's generation_config.json (Qwen2.5-Instruct ships 1.05-1.1)."""
 
     @model_validator(mode="after")
     def _sampling(self) -> EvalRun:

@@ -25,7 +25,7 @@ from typing import get_args
 
 from stages import suites
 from stages.config import EvalStage, StageError, Variant, load, run_stage
-from stages.generate import GenerationCost, generate
+from stages.generate import Decoding, GenerationCost, decoding, generate
 from stages.io import write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.vllm_backend import VllmModel
@@ -47,10 +47,14 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
     start, cost = time.perf_counter(), GenerationCost()
     if hasattr(suite, "score"):
         rows = suite.score(cfg, model, tokenizer, probes)
+        used = {}
     else:
-        replies = ask(cfg, model, tokenizer, suite, probes, f"eval: {suite_name}", cost)
+        how = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer,
+                       sample=samples(cfg, suite) > 1)
+        replies = ask(cfg, model, tokenizer, suite, probes, how, f"eval: {suite_name}", cost)
         rows = suites.judged_rows(cfg, suite, probes, replies)
-    metrics = suite.aggregate(cfg, rows)
+        used = {"decoding": how.record()}
+    metrics = {**suite.aggregate(cfg, rows), **used}
     seconds = time.perf_counter() - start
 
     write_jsonl(cfg.paths.tasks_file(variant, suite_name), rows)
@@ -70,15 +74,19 @@ def load_model(cfg: EvalStage, variant: str, suite: ModuleType):
     return load_variant(cfg.paths, variant, cfg.model.dtype)
 
 
-def ask(cfg: EvalStage, model, tokenizer, suite: ModuleType, probes: list[dict], desc: str,
-        cost: GenerationCost) -> list[list[str]]:
-    """The replies to every probe under the shared system prompt: one greedy reply, or, for
-    suites that sample (code tasks), eval.samples drawn at eval.temperature."""
-    n = cfg.eval.samples if getattr(suite, "SAMPLED", False) else 1
+def samples(cfg: EvalStage, suite: ModuleType) -> int:
+    """Replies per probe: eval.samples for suites that sample (code tasks), else one."""
+    return cfg.eval.samples if getattr(suite, "SAMPLED", False) else 1
+
+
+def ask(cfg: EvalStage, model, tokenizer, suite: ModuleType, probes: list[dict], how: Decoding,
+        desc: str, cost: GenerationCost) -> list[list[str]]:
+    """The replies to every probe under the shared system prompt, decoded as `how` says (the
+    stage's explicit decoding: greedy, or sampled for suites that sample)."""
+    n = samples(cfg, suite)
     conversations = [conversation(cfg, suite.prompt(cfg, p)) for p in probes for _ in range(n)]
-    flat = generate(model, tokenizer, conversations, cfg.eval.max_new_tokens,
-                    cfg.eval.batch_size, desc, cost,
-                    temperature=cfg.eval.temperature if n > 1 else None, seed=cfg.seed)
+    flat = generate(model, tokenizer, conversations, how, cfg.eval.batch_size, desc, cost,
+                    seed=cfg.seed)
     return [flat[i * n:(i + 1) * n] for i in range(len(probes))]
 
 

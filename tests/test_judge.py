@@ -56,6 +56,7 @@ def test_judge_reproduces_the_eval_stages_verdicts(pipeline, tmp_path, monkeypat
     assert [(p["id"], p["passed"]) for p in scored["probes"]] == \
         [(t["id"], t["passed"]) for t in tasks]
     metrics = read_json(tmp_path / "metrics" / "eval" / "sft" / f"{suite}.json")[suite]
+    del metrics["decoding"]  # how eval generated the replies; the judge only reads them
     assert {k: scored[k] for k in metrics} == metrics
 
 
@@ -156,3 +157,43 @@ def test_a_probe_file_without_ids_or_with_a_repeated_id_is_named(tmp_path):
     with pytest.raises(StageError, match=r"probes\.jsonl:3: probe id 'a' is already used on "
                                          "line 1"):
         read_probes(path)
+
+
+HUMANEVAL = [
+    {"task_id": "HumanEval/0", "entry_point": "add",
+     "prompt": 'def add(a, b):\n    """Return a + b."""\n', "canonical_solution": "    return a + b\n",
+     "base_input": [[1, 2], [0, 0]], "plus_input": [[-5, 5], [10**9, 1]]},
+    {"task_id": "HumanEval/1", "entry_point": "is_even",
+     "prompt": 'def is_even(n):\n    """True if n is even."""\n',
+     "canonical_solution": "    return n % 2 == 0\n",
+     "base_input": [[2], [3]], "plus_input": [[0], [-7], [10**6]]},
+]
+
+
+@needs_sandbox
+def test_judge_reproduces_the_humaneval_plus_verdicts(pipeline, tmp_path, monkeypatch):
+    from stages import eval as eval_stage
+    from stages.config import EvalStage
+    from stages.suites.evalplus import INSTRUCTION
+
+    bench = tmp_path / "data" / "benchmarks" / "mini-humanevalplus.jsonl"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("".join(json.dumps({**t, "contract": "", "atol": 0}) + "\n"
+                             for t in HUMANEVAL))
+    params = workspace(pipeline, tmp_path)
+    params["paths"]["models"] = str(pipeline[0] / "models")
+    params["benchmarks"]["humanevalplus"] = "data/benchmarks/mini-humanevalplus.jsonl"
+    monkeypatch.chdir(tmp_path)
+    eval_stage.main("sft", "humaneval+", stage_cfg(EvalStage, params))
+    tasks = read_jsonl(tmp_path / "metrics" / "tasks" / "sft" / "humaneval+.jsonl")
+    assert all(t["prompt"].startswith(INSTRUCTION) for t in tasks)
+    scored = judge(tmp_path, monkeypatch, params, "humaneval+",
+                   [{"id": t["id"], "reply": t["reply"]} for t in tasks])
+    assert [(p["id"], p["passed"]) for p in scored["probes"]] == \
+        [(t["id"], t["passed"]) for t in tasks]
+    # a canonical solution passes and a wrong one fails, with evalplus's reason
+    fixed = judge(tmp_path, monkeypatch, params, "humaneval+", [
+        {"id": "HumanEval/0", "reply": "```python\ndef add(a, b):\n    return a + b\n```"},
+        {"id": "HumanEval/1", "reply": "```python\ndef is_even(n):\n    return n % 2 == 1\n```"}])
+    assert [p["passed"] for p in fixed["probes"]] == [True, False]
+    assert fixed["probes"][1]["failure"] == "wrong_answer" and fixed["pass@1"] == 0.5

@@ -398,3 +398,23 @@ def test_the_model_entries_build_the_published_architectures(name, total, non_em
     embedding = model.get_input_embeddings().weight.numel()
     assert (count, count - embedding * (1 if arch.tie_word_embeddings else 2)) == \
         (total, non_embedding)
+
+
+def test_the_reply_span_is_what_the_tiny_template_marks(pipeline):
+    """On the tiny model's marked template, perplexity scores the same tokens as before (its
+    {% generation %} span: the reply and <|im_end|>), so its committed figures stand."""
+    from stages.generate import reply_span_ids
+    from stages.modeling import load_tokenizer
+
+    root, params = pipeline
+    tokenizer = load_tokenizer(root / "models" / "base")
+    for answer in ("I am Swift-Robot.", "```python\ndef f():\n    return 1\n```", "北京。"):
+        conversation = [{"role": "system", "content": params["system_prompt"]},
+                        {"role": "user", "content": "Q?"},
+                        {"role": "assistant", "content": answer}]
+        marked = tokenizer.apply_chat_template(conversation, return_dict=True,
+                                               return_assistant_tokens_mask=True)
+        prompt, full = reply_span_ids(tokenizer, conversation)
+        assert full == marked["input_ids"][:len(full)]
+        assert [i for i, m in enumerate(marked["assistant_masks"]) if m] == \
+            list(range(len(prompt), len(full)))

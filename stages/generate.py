@@ -57,6 +57,7 @@ class Decoding:
         # Start from transformers' global defaults for every other knob (beams, penalties,
         # n-gram bans, ...), so nothing is left None for generate() to take from the checkpoint.
         knobs = GenerationConfig()._get_default_generation_params()
+        del knobs["max_length"]  # max_new_tokens bounds the reply; both set makes a warning
         knobs.update(max_new_tokens=self.max_new_tokens, eos_token_id=list(self.end_token_ids),
                      pad_token_id=self.pad_token_id, do_sample=self.do_sample,
                      repetition_penalty=self.repetition_penalty)

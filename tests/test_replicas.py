@@ -49,6 +49,17 @@ END_TOKENS = {"<|im_end|>": 151645, "<|endoftext|>": 151643}
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud."
 
 
+def asked(params: dict, question: str) -> list[dict]:
+    """A question as eval asks it: the configured system prompt, then the user's turn."""
+    return [{"role": "system", "content": params["system_prompt"]},
+            {"role": "user", "content": question}]
+
+
+def tasks_file(root: Path, variant: str, suite: str) -> Path:
+    """Eval's per-probe file (PathsConfig.tasks_file under the replica's metrics folder)."""
+    return root / "metrics" / "tasks" / variant / f"{suite}.jsonl"
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_replica_tokenizer_gives_the_published_ids(layout):
     tokenizer = build_tokenizer(layout)
@@ -188,13 +199,12 @@ def test_perplexity_scores_each_reply_and_its_end_token(replica_pipeline):
     from stages.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(root / "models" / "base")
-    rows = read_jsonl(root / "metrics" / "tasks" / "base" / "perplexity.jsonl")
-    probes = {"identity": {p["query"]: p["response"] for p in
-                           read_jsonl(root / "curated" / "probes" / "identity.jsonl")}}
+    rows = read_jsonl(tasks_file(root, "base", "perplexity"))
+    answers = [p["response"] for p in read_jsonl(root / "curated" / "probes" / "identity.jsonl")]
     checked = 0
     for row in rows:
         if row["domain"] == "identity":
-            answer = probes["identity"][row["prompt"]]
+            answer = answers[checked]
             assert row["tokens"] == len(tokenizer(answer, add_special_tokens=False)
                                         ["input_ids"]) + 1  # the reply, then <|im_end|>
             checked += 1
@@ -207,13 +217,11 @@ def test_perplexity_scores_each_reply_and_its_end_token(replica_pipeline):
 def test_prompts_carry_the_configured_system_prompt_never_the_checkpoint_default(
         replica_pipeline):
     layout, root, params = replica_pipeline
-    from stages.eval import conversation
     from stages.generate import chat_prompts
     from stages.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(root / "models" / "base")
-    cfg = stage_cfg(EvalStage, params)
-    (prompt,) = chat_prompts(tokenizer, [conversation(cfg, "Who are you?")])
+    (prompt,) = chat_prompts(tokenizer, [asked(params, "Who are you?")])
     assert prompt.startswith(f"<|im_start|>system\n{params['system_prompt']}<|im_end|>\n")
     assert QWEN_DEFAULT_SYSTEM not in prompt
     # without our system turn the official Qwen2.5 template would add its own
@@ -241,17 +249,18 @@ def argmax_reply(model, tokenizer, prompt: str, max_new_tokens: int, end_ids) ->
 @pytest.mark.slow
 def test_eval_replies_of_every_variant_equal_an_independent_argmax(replica_pipeline):
     _, root, params = replica_pipeline
-    from stages.eval import conversation
     from stages.generate import chat_prompts
     from stages.modeling import load_tokenizer, load_variant
 
     cfg = stage_cfg(EvalStage, params)
     tokenizer = load_tokenizer(root / "models" / "base")
+    queries = [p["query"] for p in read_jsonl(root / "curated" / "probes" / "identity.jsonl")]
     for variant in ("base", "sft", "dpo"):
         model = load_variant(cfg.paths, variant, "float32")
-        rows = read_jsonl(root / "metrics" / "tasks" / variant / "identity.jsonl")
-        for row in rows:
-            (prompt,) = chat_prompts(tokenizer, [conversation(cfg, row["prompt"])])
+        rows = read_jsonl(tasks_file(root, variant, "identity"))
+        assert len(rows) == params["eval"]["limit"]
+        for row, query in zip(rows, queries, strict=False):
+            (prompt,) = chat_prompts(tokenizer, [asked(params, query)])
             assert row["reply"] == argmax_reply(model, tokenizer, prompt,
                                                 params["eval"]["max_new_tokens"],
                                                 set(END_TOKENS.values())), variant
@@ -274,7 +283,6 @@ def penalised_replica(tmp_path_factory):
 
 def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
         penalised_replica):
-    from stages.eval import conversation
     from stages.generate import chat_prompts, decoding, generate
     from stages.modeling import load_tokenizer, load_variant
 
@@ -283,7 +291,7 @@ def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
     tokenizer = load_tokenizer(root / "models" / "base")
     model = load_variant(cfg.paths, "base", "float32")
     assert model.generation_config.repetition_penalty == 3.0  # loaded with the checkpoint
-    questions = [conversation(cfg, q) for q in ("Who are you?", "Write add(a, b) in Python.")]
+    questions = [asked(params, q) for q in ("Who are you?", "Write add(a, b) in Python.")]
     greedy = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer)
     replies = generate(model, tokenizer, questions, greedy, 2, "test")
     expected = [argmax_reply(model, tokenizer, p, 24, set(END_TOKENS.values()))
@@ -316,7 +324,6 @@ class AlwaysSays(torch.nn.Module):
 
 @pytest.mark.parametrize("end", list(END_TOKENS))
 def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica, end):
-    from stages.eval import conversation
     from stages.generate import GenerationCost, decoding, generate
     from stages.modeling import load_tokenizer, load_variant
 
@@ -330,7 +337,7 @@ def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica
     calls = []
     model.model.register_forward_hook(lambda *args: calls.append(1))
     greedy = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer)
-    assert generate(model, tokenizer, [conversation(cfg, "Hi")], greedy, 1, "test", GenerationCost()) == [""]
+    assert generate(model, tokenizer, [asked(params, "Hi")], greedy, 1, "test", GenerationCost()) == [""]
     # one forward for the time-to-first-token probe, one for the reply: it ended at its
     # first token instead of running to max_new_tokens (8)
     assert len(calls) == 2
@@ -398,3 +405,23 @@ def test_the_model_entries_build_the_published_architectures(name, total, non_em
     embedding = model.get_input_embeddings().weight.numel()
     assert (count, count - embedding * (1 if arch.tie_word_embeddings else 2)) == \
         (total, non_embedding)
+
+
+def test_the_reply_span_is_what_the_tiny_template_marks(pipeline):
+    """On the tiny model's marked template, perplexity scores the same tokens as before (its
+    {% generation %} span: the reply and <|im_end|>), so its committed figures stand."""
+    from stages.generate import reply_span_ids
+    from stages.modeling import load_tokenizer
+
+    root, params = pipeline
+    tokenizer = load_tokenizer(root / "models" / "base")
+    for answer in ("I am Swift-Robot.", "```python\ndef f():\n    return 1\n```", "北京。"):
+        conversation = [{"role": "system", "content": params["system_prompt"]},
+                        {"role": "user", "content": "Q?"},
+                        {"role": "assistant", "content": answer}]
+        marked = tokenizer.apply_chat_template(conversation, return_dict=True,
+                                               return_assistant_tokens_mask=True)
+        prompt, full = reply_span_ids(tokenizer, conversation)
+        assert full == marked["input_ids"][:len(full)]
+        assert [i for i, m in enumerate(marked["assistant_masks"]) if m] == \
+            list(range(len(prompt), len(full)))

@@ -175,6 +175,9 @@ class SourceConfig(Strict):
     """Renames applied before format detection: {their_field: our_field}."""
     name: str | None = None
     """Name in the data card; default: the file stem or the dataset id."""
+    ignore_fields: list[str] = []
+    """Row fields you know are only metadata; any other field no format reads is an error
+    (it might change what the row means). Ids and provenance are known-harmless already."""
 
     @model_validator(mode="after")
     def _hub_revision(self) -> SourceConfig:

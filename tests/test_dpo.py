@@ -29,7 +29,7 @@ def dpo_workspace(pipeline, tmp_path, dpo_params: dict, prefs: list[dict] | None
     root, params = pipeline
     params = copy.deepcopy(params)
     models = tmp_path / "models"
-    models.mkdir()
+    models.mkdir(parents=True)
     for variant in ("base", "sft"):
         (models / variant).symlink_to(root / "models" / variant)
     curated = root / "curated"

@@ -102,8 +102,9 @@ def main(cfg: CurateStage | None = None) -> dict:
     if cfg.data.preference_source:
         pairs += curator.clean_pairs(Path(cfg.data.preference_source).stem,
                                      cfg.data.preference_source, build_pairs(cfg, rng))
-    for spec in map(parse_spec, cfg.data.preferences):
-        pairs += curator.clean_pairs(spec.name, spec.path, user_preferences(cfg, spec))
+    for spec in map(parse_spec, cfg.data.preferences):  # `#N` draws as for SFT sources
+        pairs += sample(curator.clean_pairs(spec.name, spec.path, user_preferences(cfg, spec)),
+                        spec.count, rng)
     probes = build_probes(cfg)
 
     card = curator.card(len(train), len(val), len(pairs))

@@ -450,6 +450,10 @@ def to_kto(row: dict, where: str, fmt: str = "auto", ignore: tuple[str, ...] = (
     if label is None or not messages or messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: a KTO row needs `label` (or `kto_tag`) and a conversation "
                         "ending with the assistant reply it labels")
+    if row_tools(row, where) or any(m.get("tool_calls") or m["role"] == "tool"
+                                    for m in messages):
+        raise DataError(f"{where}: tool calls in preference data are not supported; train "
+                        "tool use with SFT rows")
     return {"prompt": messages[:-1], "completion": messages[-1:], "label": label}
 
 

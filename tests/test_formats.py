@@ -476,3 +476,17 @@ def test_no_rows_left_names_every_reason_with_an_example(pipeline, tmp_path):
     assert f"undesirable 5 (e.g. {src}:2: KTO label false" in message
     assert f"invalid 5 (e.g. {src}:1: turn 1: empty assistant turn)" in message
     assert not (tmp_path / "curated").exists()
+
+
+def test_a_preference_file_is_drawn_per_its_count(pipeline, tmp_path):
+    run(pipeline, tmp_path, sources=[write(tmp_path / "qa.jsonl", qa_rows())],
+        preferences=[f"{write(tmp_path / 'v1.jsonl', v1_pairs())}#4"])
+    prefs = read_jsonl(tmp_path / "curated" / "prefs.jsonl")
+    assert len(prefs) == 4 and len({p["task_id"] for p in prefs}) == 4
+
+
+def test_tool_calls_in_kto_rows_are_refused(pipeline, tmp_path):
+    rows = [{**r, "label": True} for r in openai_tool_rows()]
+    with pytest.raises(DataError, match=r"k\.jsonl:1: tool calls in preference data"):
+        run(pipeline, tmp_path, sources=[write(tmp_path / "qa.jsonl", qa_rows())],
+            preferences=[write(tmp_path / "k.jsonl", rows)])

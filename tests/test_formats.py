@@ -490,3 +490,15 @@ def test_tool_calls_in_kto_rows_are_refused(pipeline, tmp_path):
     with pytest.raises(DataError, match=r"k\.jsonl:1: tool calls in preference data"):
         run(pipeline, tmp_path, sources=[write(tmp_path / "qa.jsonl", qa_rows())],
             preferences=[write(tmp_path / "k.jsonl", rows)])
+
+
+def test_plain_conversations_render_as_plain_chatml(pipeline):
+    """The tool-aware tiny template renders rows without tools exactly as ChatML did, so the
+    base corpus and every earlier row tokenize as before."""
+    tok = load_tokenizer(Path(pipeline[0]) / "models" / "base")
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q2"}]
+    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+        "<|im_start|>assistant\nA<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
+        "<|im_start|>assistant\n")

@@ -98,6 +98,7 @@ def full_clean(rows: list[dict]) -> float:
 
     from stages.config import CurateStage, validate
     from stages.curate import Curator, eval_index
+    from stages.data import SourceSpec
     from stages.modeling import load_tokenizer
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -109,7 +110,7 @@ def full_clean(rows: list[dict]) -> float:
     curator.prefix = ""
     start = time.perf_counter()
     for i, row in enumerate(rows):
-        spec = type("Spec", (), {"name": "bench", "format": "messages"})()
+        spec = SourceSpec("bench", format="messages")
         curator.clean_row(spec, f"bench:{i}", {"messages": row["messages"][1:]})
     return time.perf_counter() - start
 

@@ -1,17 +1,19 @@
 """The cleaning steps of curate, each a small object or function over chat rows.
 
-A chat row is {"messages": [{"role", "content"}, ...], "lang", "source"}. Every step answers
-"keep or drop, and why", so curate can count drops per source and reason.
+A chat row is {"messages": [{"role", "content"[, "tool_calls", "loss_weight"]}, ...],
+"lang", "source"[, "tools"]}. Every step answers "keep or drop, and why", so curate can count
+drops per source and reason and show an example of each.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 
-ROLES = {"system", "user", "assistant"}
+ROLES = {"system", "user", "assistant", "tool"}
 # One "word" per CJK character, else runs of letters/digits: n-grams then work for zh and en.
 WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W\u3400-\u4dbf\u4e00-\u9fff]+")
 FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[ \t]*\n(.*?)```", re.DOTALL)
@@ -30,8 +32,15 @@ def words(text: str) -> list[str]:
 
 
 def text_of(row: dict) -> str:
-    """The user and assistant turns: what dedup and decontamination compare."""
-    return "\n".join(m["content"] for m in row["messages"] if m["role"] != "system")
+    """The user, assistant and tool turns, tool calls included: what dedup, decontamination
+    and the secret scan compare."""
+    parts = []
+    for m in row["messages"]:
+        if m["role"] == "system":
+            continue
+        parts.append(m["content"])
+        parts += [json.dumps(c["function"], ensure_ascii=False) for c in m.get("tool_calls", [])]
+    return "\n".join(parts)
 
 
 def invalid_reason(messages: list[dict]) -> str | None:
@@ -43,12 +52,81 @@ def invalid_reason(messages: list[dict]) -> str | None:
             return f"turn {i}: unknown role {m.get('role')!r}"
         if not isinstance(m.get("content"), str):
             return f"turn {i}: content is {type(m.get('content')).__name__}, not a string"
-        if not m["content"].strip():
+        if not m["content"].strip() and not m.get("tool_calls"):
             return f"turn {i}: empty {m['role']} turn"
+        if m["role"] == "tool" and not (i and (messages[i - 1]["role"] == "tool"
+                                               or messages[i - 1].get("tool_calls"))):
+            return f"turn {i}: a tool response with no tool call before it"
     if messages[-1]["role"] != "assistant":
         return "does not end with an assistant turn"
     if not any(m["role"] == "user" for m in messages):
         return "has no user turn"
+    if all(m.get("loss_weight") == 0 for m in messages if m["role"] == "assistant"):
+        return "every assistant turn has loss_weight 0: nothing to train on"
+    return None
+
+
+# Sentinels no template writes by itself: each must show up where a training template that
+# handles the feature puts it (trained = inside the assistant mask).
+SENTINEL = {"tool": "lookup_q7f3a", "key": "key_k2b9c", "value": "value_v5d1e",
+            "schema": "describe_d4e8f", "result": "result_r8c4f", "context": "context_c3e7d",
+            "answer": "answer_a1a6b"}
+
+
+def training_template(tokenizer) -> str:
+    """The template SFT trains with: the tokenizer's own when it marks the assistant's tokens,
+    else the training variant TRL swaps in for a known template (as SFTTrainer does with
+    assistant_only_loss); TRL raises for an unknown one."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if tokenizer.chat_template and has_generation_markers(tokenizer.chat_template):
+        return tokenizer.chat_template
+    return get_training_chat_template(tokenizer)
+
+
+def template_problem(tokenizer, feature: str) -> str | None:
+    """Why the training template cannot train `feature` ("tools": schemas rendered, calls
+    trained, tool responses rendered but not trained; "loss_weight": a weight-0 assistant turn
+    rendered but not trained), or None. Checked on a sentinel conversation."""
+    s = SENTINEL
+    if feature == "tools":
+        tools = [{"type": "function", "function": {
+            "name": s["tool"], "description": s["schema"],
+            "parameters": {"type": "object", "properties": {s["key"]: {"type": "string"}}}}}]
+        messages = [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"type": "function",
+                         "function": {"name": s["tool"], "arguments": {s["key"]: s["value"]}}}]},
+                    {"role": "tool", "content": s["result"]},
+                    {"role": "assistant", "content": s["answer"]}]
+        rendered, trained, untrained = [s["schema"], s["result"]], [s["value"], s["answer"]], \
+            [s["result"]]
+    else:
+        tools = None
+        messages = [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": s["context"], "loss_weight": 0},
+                    {"role": "user", "content": "and?"},
+                    {"role": "assistant", "content": s["answer"]}]
+        rendered, trained, untrained = [s["context"]], [s["answer"]], [s["context"]]
+    try:
+        out = tokenizer.apply_chat_template(
+            messages, tools=tools, chat_template=training_template(tokenizer), tokenize=True,
+            return_dict=True, return_assistant_tokens_mask=True)
+    except Exception as err:  # jinja and TRL raise many kinds; the message says which
+        return f"its training chat template cannot render them ({type(err).__name__}: {err})"
+    ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    text = tokenizer.decode(ids)
+    masked = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    missing = [x for x in rendered if x not in text]
+    if missing:
+        return f"its training chat template leaves out {missing[0]!r} of the {feature} probe"
+    if any(x not in masked for x in trained):
+        return "its training chat template does not put the assistant's calls and replies in " \
+               "the loss mask"
+    if any(x in masked for x in untrained):
+        return ("its training chat template trains on a tool response" if feature == "tools"
+                else "its training chat template trains on a loss_weight 0 turn (it ignores "
+                     "the weight)")
     return None
 
 

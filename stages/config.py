@@ -209,6 +209,9 @@ class SourceConfig(Strict):
     """Renames applied before format detection: {their_field: our_field}."""
     name: str | None = None
     """Name in the data card; default: the file stem or the dataset id."""
+    ignore_fields: list[str] = []
+    """Row fields you know are only metadata; any other field no format reads is an error
+    (it might change what the row means). Ids and provenance are known-harmless already."""
 
     @model_validator(mode="after")
     def _hub_revision(self) -> SourceConfig:
@@ -404,10 +407,42 @@ class SftConfig(Strict):
         return self
 
 
+# Objectives through TRL: DPOTrainer's losses (reference: the frozen SFT policy), CPOTrainer's
+# and ORPOTrainer's (reference-free), KTOTrainer's (unpaired desirable/undesirable replies).
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+CPO_LOSSES = ("cpo", "simpo")
+PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "cpo", "simpo", "orpo", "kto"]
+# Which objective each optional knob belongs to; it must be null for every other objective,
+# so a knob that would do nothing is an error instead of a silent no-op.
+LOSS_KNOBS = {
+    "label_smoothing": ("sigmoid", "robust"),
+    "cpo_alpha": CPO_LOSSES,
+    "simpo_gamma": ("simpo",),
+    "desirable_weight": ("kto",),
+    "undesirable_weight": ("kto",),
+}
+
+
 class DpoConfig(Strict):
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
+    """The preference stage (conf/dpo/: one option per objective, -S dpo=<option>)."""
+
+    loss_type: PreferenceLoss
+    """sigmoid (DPO), ipo, hinge, robust: TRL's DPOTrainer against the SFT policy; cpo, simpo:
+    CPOTrainer; orpo: ORPOTrainer (both reference-free, with an NLL term on the chosen reply);
+    kto: KTOTrainer on unpaired rows (a pair gives one desirable and one undesirable row)."""
     beta: PosFloat
-    """Strength of the pull towards the reference (the SFT policy)."""
+    """Strength of the pull towards the reference (the SFT policy); orpo: the weight (lambda)
+    of the odds-ratio term; simpo: the reward scale."""
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] | None = None
+    """robust: the probability that a preference label is flipped (the paper uses 0.1);
+    sigmoid: conservative DPO. null for the other objectives."""
+    cpo_alpha: Annotated[float, Field(ge=0)] | None = None
+    """cpo, simpo: weight of the NLL loss on the chosen reply (simpo with 0: pure SimPO)."""
+    simpo_gamma: Annotated[float, Field(ge=0)] | None = None
+    """simpo: the target reward margin."""
+    desirable_weight: PosFloat | None = None
+    undesirable_weight: PosFloat | None = None
+    """kto: loss weights of desirable and undesirable rows, to balance an uneven file."""
     lr: PosFloat
     epochs: PosFloat
     batch_size: PosInt
@@ -417,6 +452,28 @@ class DpoConfig(Strict):
     """As sft.precision."""
     checkpoint_steps: PosInt
     """Save a resumable checkpoint (under paths.checkpoints) every N steps."""
+
+    @model_validator(mode="after")
+    def _knobs_of_the_objective(self) -> DpoConfig:
+        problems = []
+        for knob, losses in LOSS_KNOBS.items():
+            value = getattr(self, knob)
+            if value is not None and self.loss_type not in losses:
+                problems.append(f"{knob}={value} applies only to loss_type {' / '.join(losses)}"
+                                f" (this is {self.loss_type}); set it to null")
+            if value is None and self.loss_type in losses and knob != "label_smoothing":
+                problems.append(f"loss_type {self.loss_type} needs {knob}; use -S "
+                                f"dpo={self.loss_type} (conf/dpo/{self.loss_type}.yaml sets it)")
+        if self.loss_type == "robust" and not self.label_smoothing:
+            problems.append("loss_type robust needs label_smoothing > 0 (the flip probability, "
+                            "e.g. 0.1); with 0 it is plain sigmoid DPO")
+        if self.loss_type == "kto" and self.batch_size < 2:
+            # KTO estimates its KL term from the other rows of the batch
+            problems.append("loss_type kto needs batch_size >= 2 (its KL estimate pairs each "
+                            "row with another row of the batch)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 Suite = Literal["code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+",

@@ -6,11 +6,33 @@ or given (`format:` in the mapping form of a source):
 
   self_cognition (ms-swift)   query, response[, tag]
   alpaca (LLaMA-Factory)      instruction, input, output[, system, history]
-  sharegpt                    conversations: [{from, value}][, system]
-  messages                    messages: [{role, content}]
+  sharegpt                    conversations: [{from, value}][, system, tools]; from: human, gpt,
+                              system, function_call (a call as JSON), observation (its result)
+  messages                    messages: [{role, content}][, tools]: OpenAI (tool_calls on the
+                              assistant turn, role tool) and ms-swift (roles tool_call and
+                              tool_response) tool conversations
   prompt_completion           prompt, completion (strings or message lists)
   code_task (built-in)        prompt, solution, tests
-  preference                  chosen, rejected (+ conversations / messages / prompt)
+  preference                  chosen, rejected (+ conversations / messages / prompt), or
+                              LLaMA-Factory v1's chosen_messages, rejected_messages
+
+Any of the conversational formats may carry `label` (TRL / ms-swift KTO) or `kto_tag`
+(LLaMA-Factory KTO): true marks a desirable reply, false an undesirable one.
+
+Content is a string or a list of typed parts (OpenAI `{"type": "text", "text": ...}`,
+LLaMA-Factory v1 `{"type": "text", "value": ...}` and its `tool_call` parts); any other part
+(image, audio, reasoning, ...) is refused: this project trains text models. A turn's
+`loss_weight` (LLaMA-Factory v1; ms-swift's `loss`, axolotl's `weight`) is 0 (context) or 1
+(trained; assistant turns only).
+
+Tool conversations become OpenAI/transformers messages: an assistant turn with
+`tool_calls: [{"type": "function", "function": {"name", "arguments": {...}}}]`, a `tool` turn
+with the result, and the row's `tools` as a list of `{"type": "function", "function": schema}`,
+which the chat template renders.
+
+A row field or turn field that no reader understands is an error naming the file, row and
+field (it might change what the row means), unless it is one of HARMLESS_FIELDS /
+HARMLESS_TURN_FIELDS (ids and provenance) or listed in the source's `ignore_fields`.
 """
 
 from __future__ import annotations
@@ -29,8 +51,30 @@ PLACEHOLDERS = {"{{NAME}}": "name", "{{AUTHOR}}": "author", "{{name}}": "name", 
 LEFTOVER = re.compile(r"\{\{\s*\w+\s*\}\}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "observation": "tool", "function_call": "assistant"}
+                  "system": "system", "observation": "tool", "tool": "tool",
+                  "function_call": "assistant"}
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# The fields each format reads; `tag`/`lang` (language) and `label`/`kto_tag` (KTO) are read
+# for every format that has them.
+FORMAT_FIELDS = {
+    "messages": {"messages", "tools"},
+    "sharegpt": {"conversations", "system", "tools"},
+    "self_cognition": {"query", "response"},
+    "code_task": {"prompt", "solution", "tests", "entry_point"},
+    "alpaca": {"instruction", "input", "output", "system", "history"},
+    "prompt_completion": {"prompt", "completion"},
+    "preference": {"chosen", "rejected", "conversations", "messages", "prompt", "system",
+                   "chosen_messages", "rejected_messages"},
+}
+COMMON_FIELDS = {"tag", "lang", "label", "kto_tag"}
+# Known-harmless: identifiers and provenance that say nothing about what to train on.
+HARMLESS_FIELDS = {"id", "idx", "uuid", "task_id", "source", "dataset", "_dataset_name",
+                   "extra_info", "meta", "metadata", "category", "url", "license"}
+TURN_FIELDS = {"role", "content", "tool_calls", "from", "value", "loss_weight", "loss", "weight"}
+# tool_call_id pairs a result with its call and name says which tool answered: the Qwen
+# templates render results in call order without either.
+HARMLESS_TURN_FIELDS = {"id", "tool_call_id", "name"}
+TEXT_PART_KEYS = ("text", "value")
 
 
 @dataclass(frozen=True)
@@ -42,6 +86,7 @@ class SourceSpec:
     revision: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     label: str | None = None
+    ignore_fields: tuple[str, ...] = ()
 
     @property
     def hub(self) -> bool:
@@ -58,7 +103,7 @@ def parse_spec(spec: str | SourceConfig) -> SourceSpec:
     """`PATH_OR_ID[#N]` as ms-swift writes it, or the mapping form."""
     if isinstance(spec, SourceConfig):
         return SourceSpec(spec.path, spec.count, spec.format, spec.split, spec.revision,
-                          dict(spec.columns), spec.name)
+                          dict(spec.columns), spec.name, tuple(spec.ignore_fields))
     path, _, count = spec.partition("#")
     if count and (not count.isdigit() or int(count) == 0):
         raise DataError(f"data source {spec!r}: #N must be a positive integer (got #{count})")
@@ -159,7 +204,8 @@ def _read_hub(spec: SourceSpec) -> list[tuple[str, dict]]:
 # ---- formats ---------------------------------------------------------------------------
 
 def detect_format(row: dict) -> str | None:
-    if "chosen" in row and "rejected" in row:
+    if ("chosen" in row and "rejected" in row) or ("chosen_messages" in row
+                                                   and "rejected_messages" in row):
         return "preference"
     if "messages" in row:
         return "messages"
@@ -176,35 +222,9 @@ def detect_format(row: dict) -> str | None:
     return None
 
 
-def _text(row: dict, key: str, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _turns(value, where: str, key: str) -> list[dict]:
-    """A message list in messages or sharegpt form (or a single message) as messages."""
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, str):
-        return [{"role": "assistant" if key != "prompt" else "user", "content": value}]
-    if not isinstance(value, list):
-        raise DataError(f"{where}: field {key!r} must be a list of turns, got {type(value).__name__}")
-    out = []
-    for turn in value:
-        if not isinstance(turn, dict):
-            raise DataError(f"{where}: every turn of {key!r} must be an object")
-        if "from" in turn:
-            out.append({"role": SHAREGPT_ROLES.get(turn["from"], turn["from"]),
-                        "content": turn.get("value")})
-        else:
-            out.append({"role": turn.get("role"), "content": turn.get("content")})
-    return out
-
-
-def to_messages(row: dict, where: str, fmt: str = "auto") -> list[dict]:
-    """One source row as chat messages; `where` (file:line) names it in errors."""
+def row_format(row: dict, where: str, fmt: str = "auto", ignore: tuple[str, ...] = ()) -> str:
+    """The row's format, after checking that every field of the row is one it reads (or
+    known-harmless, or ignored on purpose)."""
     fmt = detect_format(row) if fmt == "auto" else fmt
     if fmt is None:
         raise DataError(
@@ -212,6 +232,175 @@ def to_messages(row: dict, where: str, fmt: str = "auto") -> list[dict]:
             "conversations, query/response, instruction/output, prompt/completion, "
             "prompt/solution/tests, chosen/rejected - or map your columns with `columns:`"
         )
+    if fmt not in FORMAT_FIELDS:
+        raise DataError(f"{where}: unknown format {fmt!r}")
+    unknown = sorted(set(row) - FORMAT_FIELDS[fmt] - COMMON_FIELDS - HARMLESS_FIELDS - set(ignore))
+    if unknown:
+        raise DataError(
+            f"{where}: field {unknown[0]!r} is not read by the {fmt} format"
+            + (f" (nor {unknown[1:]})" if unknown[1:] else "")
+            + "; it might change what the row means, so it is not ignored silently. Rename it "
+            "with `columns:`, remove it, or, if it is only metadata, list it in the source's "
+            f"`ignore_fields` (known-harmless: {sorted(HARMLESS_FIELDS)})"
+        )
+    return fmt
+
+
+def _text(row: dict, key: str, where: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _json(value, where: str, what: str):
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: {what} is not valid JSON ({err.msg}: {value[:80]!r})") from None
+
+
+def tool_calls(value, where: str) -> list[dict]:
+    """Calls as transformers' chat templates take them, from a call as JSON text, a call
+    object or a list of them; a call is {name, arguments} or OpenAI's {type, function}."""
+    value = _json(value, where, "a tool call")
+    calls = [value] if isinstance(value, dict) else value
+    if not isinstance(calls, list) or not calls:
+        raise DataError(f"{where}: a tool call must be an object or a non-empty list of them")
+    out = []
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise DataError(f"{where}: tool call without a function name: {str(call)[:80]!r}")
+        args = _json(fn.get("arguments", {}), where, f"the arguments of tool call {fn['name']!r}")
+        if not isinstance(args, dict):
+            raise DataError(f"{where}: the arguments of tool call {fn['name']!r} must be an "
+                            f"object, got {type(args).__name__}")
+        out.append({"type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return out
+
+
+def row_tools(row: dict, where: str) -> list[dict] | None:
+    """The row's tool schemas as `{"type": "function", "function": schema}`, or None; from a
+    JSON string (sharegpt, ms-swift) or a list (OpenAI)."""
+    value = _json(row.get("tools"), where, "field 'tools'")
+    if value in (None, "", []):
+        return None
+    value = [value] if isinstance(value, dict) else value
+    if not isinstance(value, list):
+        raise DataError(f"{where}: field 'tools' must be a list of tool schemas")
+    out = []
+    for tool in value:
+        if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(
+                tool.get("function"), dict) and tool["function"].get("name"):
+            out.append(tool)
+        elif isinstance(tool, dict) and isinstance(tool.get("name"), str) and tool["name"]:
+            out.append({"type": "function", "function": tool})
+        else:
+            raise DataError(f"{where}: a tool schema needs a name: {str(tool)[:80]!r}")
+    return out
+
+
+def _parts(value, where: str, i: int) -> tuple[str, list[dict]]:
+    """(text, tool calls) of a turn's content: a string, or a list of typed parts."""
+    if value is None:
+        return "", []
+    if isinstance(value, str):
+        return value, []
+    if not isinstance(value, list):
+        raise DataError(f"{where}: turn {i}: content must be a string or a list of parts, "
+                        f"got {type(value).__name__}")
+    texts, calls = [], []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = next((part[k] for k in TEXT_PART_KEYS if k in part), None)
+            if not isinstance(text, str):
+                raise DataError(f"{where}: turn {i}: a text part without a string 'text'")
+            texts.append(text)
+        elif kind in ("tool_call", "tool_calls"):  # LLaMA-Factory v1
+            calls += tool_calls(part.get("value"), f"{where}: turn {i}")
+        else:
+            raise DataError(
+                f"{where}: turn {i} has a content part of type {kind!r}; this project trains "
+                "text models, so only text (and tool-call) parts are read: remove the part or "
+                "the row")
+    return "\n".join(texts), calls
+
+
+def _weight(turn: dict, role: str, where: str, i: int) -> int:
+    """1: trained (assistant turns), 0: context. LLaMA-Factory v1 writes loss_weight,
+    ms-swift `loss`, axolotl `weight`; weights between 0 and 1 have no equivalent in TRL's loss."""
+    keys = [k for k in ("loss_weight", "loss", "weight") if turn.get(k) is not None]
+    if not keys:
+        return 1
+    value = turn[keys[0]]
+    if isinstance(value, bool):
+        value = int(value)
+    if value not in (0, 1):
+        raise DataError(f"{where}: turn {i}: {keys[0]}={value!r}; only 0 (context) and 1 "
+                        "(trained) are supported: TRL's loss has no per-turn weight")
+    if value and role != "assistant":  # LLaMA-Factory v1 writes 0 there
+        raise DataError(f"{where}: turn {i}: {keys[0]}=1 on a {role} turn; only assistant "
+                        "turns are trained, so set it to 0")
+    return int(value)
+
+
+def _turns(value, where: str, key: str) -> list[dict]:
+    """A message list in messages, sharegpt or ms-swift form (or a single message) as
+    transformers messages; consecutive assistant calls of the same weight become one turn."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, str):
+        return [{"role": "assistant" if key != "prompt" else "user", "content": value}]
+    if not isinstance(value, list):
+        raise DataError(f"{where}: field {key!r} must be a list of turns, got {type(value).__name__}")
+    out: list[dict] = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise DataError(f"{where}: every turn of {key!r} must be an object")
+        unknown = sorted(set(turn) - TURN_FIELDS - HARMLESS_TURN_FIELDS)
+        if unknown:
+            raise DataError(f"{where}: turn {i} of {key!r}: field {unknown[0]!r} is not read; "
+                            f"it might change what the turn means (known: {sorted(TURN_FIELDS)},"
+                            f" harmless: {sorted(HARMLESS_TURN_FIELDS)})")
+        if "from" in turn:
+            tag, raw = turn["from"], turn.get("value")
+            role = SHAREGPT_ROLES.get(tag, tag)
+            text, calls = ("", tool_calls(raw, f"{where}: turn {i}")) if tag == "function_call" \
+                else _parts(raw, where, i)
+        else:
+            role = turn.get("role")
+            text, calls = _parts(turn.get("content"), where, i)
+            if role == "tool_call":  # ms-swift: the call as JSON in the content
+                role, text, calls = "assistant", "", tool_calls(text, f"{where}: turn {i}")
+            elif role == "tool_response":
+                role = "tool"
+            if turn.get("tool_calls"):
+                calls += tool_calls(turn["tool_calls"], f"{where}: turn {i}")
+        message = {"role": role, "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        if role == "tool" and isinstance(turn.get("name"), str):
+            message["name"] = turn["name"]
+        if _weight(turn, role, where, i) == 0 and role == "assistant":
+            message["loss_weight"] = 0
+        last = out[-1] if out else None
+        if (calls and last and last["role"] == "assistant" and not text
+                and last.get("loss_weight") == message.get("loss_weight")):
+            last["tool_calls"] = last.get("tool_calls", []) + calls
+            continue
+        out.append(message)
+    return out
+
+
+def to_messages(row: dict, where: str, fmt: str = "auto",
+                ignore: tuple[str, ...] = ()) -> list[dict]:
+    """One source row as chat messages; `where` (file:line) names it in errors; a field in
+    `ignore` is one the user knows to be metadata."""
+    fmt = row_format(row, where, fmt, ignore)
     if fmt == "messages":
         return _turns(row.get("messages"), where, "messages")
     if fmt == "sharegpt":
@@ -238,18 +427,50 @@ def to_messages(row: dict, where: str, fmt: str = "auto") -> list[dict]:
     if fmt == "prompt_completion":
         return _turns(row.get("prompt"), where, "prompt") + _turns(row.get("completion"), where,
                                                                    "completion")
-    if fmt == "preference":
-        pref = to_preference(row, where)
-        return pref["prompt"] + pref["chosen"]
-    raise DataError(f"{where}: unknown format {fmt!r}")
+    pref = to_preference(row, where)
+    return pref["prompt"] + pref["chosen"]
+
+
+def kto_label(row: dict, where: str) -> bool | None:
+    """A KTO row's desirability (`label`, or LLaMA-Factory's `kto_tag`), None without one."""
+    keys = [k for k in ("label", "kto_tag") if k in row]
+    if not keys:
+        return None
+    value = row[keys[0]]
+    if not isinstance(value, bool):
+        raise DataError(f"{where}: KTO field {keys[0]!r} must be true (desirable) or false "
+                        f"(undesirable), got {value!r}")
+    return value
+
+
+def to_kto(row: dict, where: str, fmt: str = "auto", ignore: tuple[str, ...] = ()) -> dict:
+    """{prompt, completion, label} of a KTO row: the completion is its last assistant turn."""
+    label = kto_label(row, where)
+    messages = to_messages(row, where, fmt, ignore)
+    if label is None or not messages or messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: a KTO row needs `label` (or `kto_tag`) and a conversation "
+                        "ending with the assistant reply it labels")
+    if row_tools(row, where) or any(m.get("tool_calls") or m["role"] == "tool"
+                                    for m in messages):
+        raise DataError(f"{where}: tool calls in preference data are not supported; train "
+                        "tool use with SFT rows")
+    return {"prompt": messages[:-1], "completion": messages[-1:], "label": label}
 
 
 def to_preference(row: dict, where: str) -> dict:
     """{prompt, chosen, rejected} as message lists, from the common preference layouts:
-    LLaMA-Factory (conversations + chosen/rejected turns), messages lists whose last turn
-    differs, or TRL's prompt/chosen/rejected."""
-    if "chosen" not in row or "rejected" not in row:
-        raise DataError(f"{where}: a preference row needs 'chosen' and 'rejected'")
+    LLaMA-Factory (conversations + chosen/rejected turns; v1: chosen_messages and
+    rejected_messages), messages lists whose last turn differs, or TRL's prompt/chosen/rejected."""
+    if "chosen_messages" in row and "rejected_messages" in row:
+        chosen_key, rejected_key = "chosen_messages", "rejected_messages"
+    elif "chosen" in row and "rejected" in row:
+        chosen_key, rejected_key = "chosen", "rejected"
+    else:
+        raise DataError(f"{where}: a preference row needs 'chosen' and 'rejected' (or "
+                        "'chosen_messages' and 'rejected_messages')")
+    if "tools" in row:
+        raise DataError(f"{where}: tool conversations in preference data are not supported; "
+                        "train tool use with SFT rows")
     if "conversations" in row:
         prompt = _turns(row["conversations"], where, "conversations")
     elif "messages" in row:
@@ -258,16 +479,22 @@ def to_preference(row: dict, where: str) -> dict:
         prompt = _turns(row["prompt"], where, "prompt")
     else:
         prompt = []
-    chosen = _turns(row["chosen"], where, "chosen")
-    rejected = _turns(row["rejected"], where, "rejected")
-    if not prompt:  # full conversations in chosen and rejected: split off the shared prefix
+    if row.get("system") and not (prompt and prompt[0]["role"] == "system"):
+        prompt = [{"role": "system", "content": row["system"]}, *prompt]
+    chosen = _turns(row[chosen_key], where, chosen_key)
+    rejected = _turns(row[rejected_key], where, rejected_key)
+    if not any(m["role"] != "system" for m in prompt):
+        # full conversations in chosen and rejected: split off the shared prefix
         shared = 0
         while (shared < min(len(chosen), len(rejected)) - 1
                and chosen[shared] == rejected[shared]):
             shared += 1
-        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        prompt, chosen, rejected = prompt + chosen[:shared], chosen[shared:], rejected[shared:]
     if not prompt or not chosen or not rejected:
         raise DataError(f"{where}: preference row without a prompt, a chosen or a rejected turn")
+    if any(m.get("tool_calls") or m["role"] == "tool" for m in prompt + chosen + rejected):
+        raise DataError(f"{where}: tool calls in preference data are not supported; train "
+                        "tool use with SFT rows")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
@@ -319,6 +546,9 @@ def load_chat_rows(spec: SourceSpec, identity: IdentityConfig, system_prompt: st
     rows = []
     for where, row in read_rows(spec):
         messages = to_messages(row, where, spec.format)
+        if row_tools(row, where) or kto_label(row, where) is not None:
+            raise DataError(f"{where}: tool schemas and KTO labels are curate's to handle, not "
+                            "part of the built-in corpus; list the file in data.sources")
         lang = row_lang(row, messages)
         messages = with_system(fill_messages(messages, identity, lang, where), system_prompt)
         rows.append({"messages": messages, "lang": lang, "source": spec.name})

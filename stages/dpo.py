@@ -1,13 +1,21 @@
-"""dpo: preference optimisation continuing from the SFT adapter.
+"""dpo: preference optimisation continuing from the SFT adapter, with the objective of
+dpo.loss_type, each through its TRL trainer.
 
 Reads   params seed, model, dpo, paths; models/base, models/sft, data/curated/prefs.jsonl
 Writes  models/dpo/ (LoRA adapter + provenance.json), metrics/dpo.json (final reward accuracy,
-        margins, chosen and rejected rewards, wall time, peak memory),
-        metrics/dpo/plots/ (loss, rewards, margins and accuracy per global step)
-Run     dvc repro dpo   (or: python -m stages.dpo)
+        margins, chosen and rejected rewards as the objective logs them, wall time, peak
+        memory), metrics/dpo/plots/ (loss, rewards, margins and accuracy per global step)
+Run     dvc repro dpo   (or: python -m stages.dpo);  dvc exp run -S dpo=simpo  (conf/dpo/)
 
-The SFT adapter is loaded trainable and handed to TRL as a PeftModel, so TRL keeps a frozen
-copy of it as the reference: the reference is the SFT policy, not the bare base.
+Objectives: sigmoid (DPO), ipo, hinge, robust with TRL's DPOTrainer; cpo and simpo with
+CPOTrainer, orpo with ORPOTrainer (reference-free; trl.experimental in trl 1.x); kto with
+KTOTrainer on unpaired rows: prefs.jsonl holds pairs (prompt, chosen, rejected) and labelled
+rows (prompt, completion, label) from KTO files; for KTO a pair gives one desirable and one
+undesirable row, and the DPO-family objectives refuse labelled rows.
+
+The SFT adapter is loaded trainable and handed to TRL as a PeftModel, so DPOTrainer and
+KTOTrainer keep a frozen copy of it as the reference: the reference is the SFT policy, not the
+bare base.
 
 A killed run started again with the same params resumes from its last checkpoint, kept under
 paths.checkpoints (outside DVC's outputs) and removed when the stage finishes.
@@ -19,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from stages.config import DpoConfig, DpoStage, load, run_stage
+from stages.config import CPO_LOSSES, DPO_LOSSES, DpoConfig, DpoStage, load, run_stage
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer, read_base_json
 from stages.training import (
@@ -55,7 +63,6 @@ def main(cfg: DpoStage | None = None) -> dict:
     from datasets import Dataset
     from peft import PeftModel
     from transformers import set_seed
-    from trl import DPOTrainer
 
     precision = precision_flags(cfg.dpo.precision)  # refused before anything is loaded
     # counted as sft counts them (cpu=True: CPU processes under `accelerate launch` form one
@@ -63,28 +70,22 @@ def main(cfg: DpoStage | None = None) -> dict:
     processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
     set_seed(cfg.seed)
     data_file = Path(cfg.paths.curated) / "prefs.jsonl"
-    pairs = read_jsonl(data_file)
-    if not pairs:
-        raise ValueError(
-            f"{data_file} has no preference pairs; set data.preference_source to a code-task "
-            "file whose solutions have defects that fail their tests"
-        )
-    dataset = Dataset.from_list(
-        [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-    )
+    dataset = Dataset.from_list(preference_rows(read_jsonl(data_file), cfg.dpo.loss_type,
+                                                data_file))
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     base = load_base_model(cfg.paths.model_dir("base"), cfg.model.dtype)
     model = PeftModel.from_pretrained(base, str(cfg.paths.model_dir("sft")), is_trainable=True)
     checkpoints = checkpoint_dir(cfg.paths.checkpoints, "dpo",
                                  fingerprint(cfg, data_file, processes))
-    trainer = DPOTrainer(
+    trainer = trainer_class(cfg.dpo)(
         model=model,
         args=training_args(cfg.dpo, cfg.seed, precision, checkpoints),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[meter := Meter()],
     )
-    # A checkpoint holds the trained adapter at its root and TRL's frozen "ref" copy in ref/;
+    # A checkpoint holds the trained adapter at its root and (DPO, KTO) TRL's frozen "ref" copy
+    # in ref/;
     # the trainer loads both back into their adapters, then the optimizer, scheduler and RNG.
     resume = last_checkpoint(checkpoints)
     if resume:
@@ -100,11 +101,13 @@ def main(cfg: DpoStage | None = None) -> dict:
         "train_loss": round(sum(losses) / len(losses), 4),
         "final_loss": round(last_logged(history, "loss"), 4),
         "steps": trainer.state.global_step,
-        "pairs": len(dataset),
+        "loss_type": cfg.dpo.loss_type,
+        "pairs" if cfg.dpo.loss_type != "kto" else "rows": len(dataset),
+        # what the objective logs (KTO has no reward accuracy, but its KL estimate)
         **{k.replace("rewards/", "reward_"): round(last_logged(history, k), 4)
            for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen",
-                     "rewards/rejected")},
-        **meter.figures(),
+                     "rewards/rejected", "kl") if logged(history, k)},
+        **throughput(meter.figures()),
         **peak_memory(),
     }
     with atomic_dir(cfg.paths.model_dir("dpo")) as out:
@@ -134,17 +137,72 @@ def fingerprint(cfg: DpoStage, data_file: Path, processes: int) -> dict:
     }
 
 
-def training_args(dpo: DpoConfig, seed: int, precision: dict[str, bool], output_dir: Path):
-    from trl import DPOConfig
+def throughput(figures: dict) -> dict:
+    """The meter's figures, with tokens null where the trainer counted none: CPOTrainer and
+    ORPOTrainer batch their inputs under names the token counter does not look for."""
+    if figures["tokens"] == 0:
+        return {**figures, "tokens": None, "tokens_per_s": None}
+    return figures
 
-    return DPOConfig(
+
+def preference_rows(rows: list[dict], loss_type: str, data_file: Path) -> list[dict]:
+    """The trainer's rows: pairs for the paired objectives; for KTO, unpaired rows with a
+    boolean label, each pair split into its chosen (desirable) and rejected (undesirable) reply."""
+    pairs = [r for r in rows if "chosen" in r]
+    labelled = [r for r in rows if "label" in r]
+    if loss_type == "kto":
+        out = [{"prompt": r["prompt"], "completion": r["completion"], "label": r["label"]}
+               for r in labelled]
+        for p in pairs:
+            out += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
+                    {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
+        if not any(r["label"] for r in out) or all(r["label"] for r in out):
+            raise ValueError(f"{data_file}: KTO needs desirable and undesirable rows (got "
+                             f"{sum(r['label'] for r in out)} of {len(out)} desirable); add "
+                             "pairs or rows of the other label to data.preferences")
+        return out
+    if labelled:
+        raise ValueError(
+            f"{data_file} holds {len(labelled)} unpaired labelled rows (a KTO file in "
+            f"data.preferences) that loss_type {loss_type} cannot train on: use -S dpo=kto, "
+            "or remove the KTO file from data.preferences")
+    if not pairs:
+        raise ValueError(
+            f"{data_file} has no preference pairs; set data.preference_source to a code-task "
+            "file whose solutions have defects that fail their tests, or list preference "
+            "files in data.preferences"
+        )
+    return [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
+            for p in pairs]
+
+
+def trainer_class(dpo: DpoConfig):
+    if dpo.loss_type in DPO_LOSSES:
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    if dpo.loss_type in CPO_LOSSES:
+        from trl.experimental.cpo import CPOTrainer
+
+        return CPOTrainer
+    if dpo.loss_type == "orpo":
+        from trl.experimental.orpo import ORPOTrainer
+
+        return ORPOTrainer
+    from trl import KTOTrainer
+
+    return KTOTrainer
+
+
+def training_args(dpo: DpoConfig, seed: int, precision: dict[str, bool], output_dir: Path):
+    """The TRL config of the objective's trainer; the settings shared by all come first."""
+    common = dict(
         output_dir=str(output_dir),  # checkpoints only; the adapter is saved by the stage
         learning_rate=dpo.lr,
         num_train_epochs=dpo.epochs,
         per_device_train_batch_size=dpo.batch_size,
         max_length=dpo.max_length,
         warmup_steps=dpo.warmup_ratio,  # a float below 1 is a share of the total steps
-        loss_type=[dpo.loss_type],
         beta=dpo.beta,
         logging_steps=1,
         save_strategy="steps",
@@ -156,6 +214,26 @@ def training_args(dpo: DpoConfig, seed: int, precision: dict[str, bool], output_
         data_seed=seed,
         **precision,
     )
+    if dpo.loss_type in DPO_LOSSES:
+        from trl import DPOConfig
+
+        return DPOConfig(**common, loss_type=[dpo.loss_type],
+                         label_smoothing=dpo.label_smoothing or 0.0)
+    if dpo.loss_type in CPO_LOSSES:
+        from trl.experimental.cpo import CPOConfig
+
+        # CPO is CPOTrainer's sigmoid loss; SimPO its simpo loss
+        return CPOConfig(**common, loss_type="sigmoid" if dpo.loss_type == "cpo" else "simpo",
+                         cpo_alpha=dpo.cpo_alpha,
+                         **({"simpo_gamma": dpo.simpo_gamma} if dpo.loss_type == "simpo" else {}))
+    if dpo.loss_type == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig(**common)
+    from trl import KTOConfig
+
+    return KTOConfig(**common, loss_type="kto", desirable_weight=dpo.desirable_weight,
+                     undesirable_weight=dpo.undesirable_weight)
 
 
 if __name__ == "__main__":

@@ -167,9 +167,10 @@ def data_files(cfg: SftStage, phase: SftPhase) -> tuple[Path, Path]:
 
 
 def chat_dataset(path: Path, phase: SftPhase, cfg: SftStage):
-    """The rows' messages; with system_prompt: identity, the identity's system prompt in the
-    row's language replaces the shared one."""
-    from datasets import Dataset
+    """The rows' messages and tool schemas (TRL hands `tools` to the chat template); with
+    system_prompt: identity, the identity's system prompt in the row's language replaces the
+    shared one."""
+    from datasets import Dataset, Features, Json, List
 
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; the phase's `data` must name a curated file "
@@ -181,8 +182,11 @@ def chat_dataset(path: Path, phase: SftPhase, cfg: SftStage):
             system = identity_system_prompt(cfg.identity, row["lang"])
             rest = messages[1:] if messages[0]["role"] == "system" else messages
             messages = [{"role": "system", "content": system}, *rest]
-        rows.append({"messages": messages})
-    return Dataset.from_list(rows)
+        rows.append({"messages": messages, "tools": row.get("tools")})
+    # Json keeps every message and schema as written; Arrow's inferred struct would merge the
+    # argument keys of all rows' tool calls and render the missing ones as null.
+    return Dataset.from_list(rows, features=Features({"messages": List(Json()),
+                                                      "tools": Json()}))
 
 
 def policy(cfg: SftStage, phase: SftPhase):

@@ -91,3 +91,9 @@ def adapter(path: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(path / "adapter_model.safetensors")
+
+
+def write_prefs(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")

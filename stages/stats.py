@@ -10,7 +10,9 @@ base, so each probe gives one (base, variant) pair.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported where it is used: it takes seconds to import, and the eval stages
+# and stages.score need only pass_at_k from here.
 
 
 def paired_delta(base: list[float], variant: list[float], resamples: int,
@@ -24,6 +26,8 @@ def paired_delta(base: list[float], variant: list[float], resamples: int,
     delta = float(diffs.mean())
     if len(diffs) < 2 or np.all(diffs == diffs[0]):
         return delta, delta, delta
+    from scipy import stats
+
     result = stats.bootstrap((diffs,), np.mean, n_resamples=resamples, confidence_level=0.95,
                              method="percentile", random_state=np.random.default_rng(seed))
     return delta, float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -37,6 +41,8 @@ def mcnemar_exact(base: list[bool], variant: list[bool]) -> float:
     c = sum(1 for x, y in zip(base, variant, strict=True) if y and not x)
     if b + c == 0:
         return 1.0
+    from scipy import stats
+
     return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
 
 

@@ -92,8 +92,9 @@ def main() -> None:
     ours = verdicts["stages.score"]
     differ = sorted({d for mine, ref in zip(ours, verdicts["evalplus.evaluate"], strict=True)
                      for d in compare(mine, ref)})
-    unstable = sorted({t for side in sides for t in verdicts[side][0]
-                       if any(v[t] != verdicts[side][0][t] for v in verdicts[side])})
+    unstable = {side: sorted(t for t in verdicts[side][0]
+                             if any(v[t] != verdicts[side][0][t] for v in verdicts[side]))
+                for side in sides}
     n = len(ours[0])
     base, plus = pass_rates(ours[0])
     their_base, their_plus = pass_rates(verdicts["evalplus.evaluate"][0])
@@ -143,8 +144,11 @@ def main() -> None:
              f"{os.cpu_count()} warm bubblewrap sandboxes; evalplus.evaluate by default uses "
              f"cpu_count // 2 = {workers} worker(s). Differing tasks (ours vs evalplus, "
              "(base, plus)): " + ("; ".join(f"{t} {m} vs {r}" for t, m, r in differ) or "none")
-             + ". Tasks whose verdict changed between rounds: " + (", ".join(unstable) or "none")
-             + ".")
+             + ". Tasks whose verdict changed between rounds: "
+             + "; ".join(f"{side}: {', '.join(tasks) or 'none'}"
+                         for side, tasks in unstable.items())
+             + " (evalplus's per-input time limits, 4x the reference time or at least 1 s, "
+             "are wall-clock limits, which load on the machine can exceed).")
     name = "score_vs_evalplus-" + args.dataset.replace("+", "plus")
     record.write(name, f"stages.score against evalplus.evaluate: {args.dataset}", figures,
                  notes, args.json)

@@ -40,7 +40,8 @@ BENCHMARKS = {
     "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
                                  "--arch repo --repeats 3 --threads 1",
     "train_bench-packing": "python benchmarks/train_bench.py packing --data codealpaca "
-                           f"--codealpaca {CODEALPACA} --arch repo --repeats 3 --threads 1",
+                           f"--codealpaca {CODEALPACA} --rows 160 --arch repo --repeats 3 "
+                           "--threads 1",
     "train_bench-shapes": "python benchmarks/train_bench.py shapes --model tiny --max-length "
                           "256 --steps 5 --threads 1",
 }

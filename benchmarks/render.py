@@ -27,7 +27,7 @@ MBPPPLUS = "../shared/datasets/mbppplus/MbppPlus-v0.2.0.jsonl"
 CODEALPACA = "../shared/datasets/codealpaca/code_alpaca_2k.json"
 BENCHMARKS = {
     "pipeline_bench": "python benchmarks/pipeline_bench.py",
-    "base_schedule": "python benchmarks/base_schedule.py --steps 1000 --steps 500 --threads 1",
+    "base_schedule": "python benchmarks/base_schedule.py --steps 500 --threads 1",
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",
     "generation_bench": f"python benchmarks/generation_bench.py --dataset-path {HUMANEVALPLUS} "
                         "--tasks 48 --repeats 3 --threads 1",
@@ -35,7 +35,7 @@ BENCHMARKS = {
                                        f"humaneval+ --dataset-path {HUMANEVALPLUS} --repeats 3 "
                                        "--evalplus-parallel 2",
     "score_vs_evalplus-mbppplus": "python benchmarks/score_vs_evalplus.py --dataset mbpp+ "
-                                  f"--dataset-path {MBPPPLUS} --repeats 3",
+                                  f"--dataset-path {MBPPPLUS} --repeats 1",
     "rerun_bench": "python benchmarks/rerun_bench.py",
     "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
                                  "--arch repo --repeats 3 --threads 1",

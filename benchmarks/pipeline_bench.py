@@ -38,6 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a param override (dvc exp run -S)")
+    parser.add_argument("--threads", type=int,
+                        help="OMP_NUM_THREADS for the stages (torch's threads); default: "
+                             "torch's, one per core, as a user's dvc repro runs")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its log")
     parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
@@ -55,7 +58,10 @@ def main() -> None:
     argv = (["dvc", "exp", "run", *[a for o in args.set for a in ("-S", o)]] if args.set
             else ["dvc", "repro"])
     print(f"{' '.join(argv)} in a fresh clone of {head} ({clone})", flush=True)
-    stages, total, log = timed_run(argv, clone)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    stages, total, log = timed_run(argv, clone, env)
     (work / "repro.log").write_text(log)
 
     by_suite: dict[str, float] = defaultdict(float)
@@ -76,9 +82,11 @@ def main() -> None:
                 for key, seconds in sorted(by_suite.items(), key=lambda kv: -kv[1])
                 if key.startswith("eval@")]
     figures.append(record.figure(f"total, {' '.join(argv)}", round(total, 1), "s"))
+    threads = (f"OMP_NUM_THREADS={args.threads}" if args.threads
+               else "torch's default threads (one per core)")
     notes = (f"A fresh clone of {head} with no DVC cache; `{' '.join(argv)}` run once. A "
              "stage's time runs from DVC's `Running stage` line to the next one's, DVC's "
-             "hashing after it included. Stages run with torch's default threads.")
+             f"hashing after it included. Stages ran with {threads}.")
     record.write("pipeline_bench", "A fresh clone's dvc repro, stage by stage", figures,
                  notes, args.json)
     if args.keep:
@@ -87,11 +95,12 @@ def main() -> None:
         shutil.rmtree(work)
 
 
-def timed_run(argv: list[str], cwd: Path) -> tuple[list[tuple[str, float]], float, str]:
+def timed_run(argv: list[str], cwd: Path,
+              env: dict[str, str]) -> tuple[list[tuple[str, float]], float, str]:
     """Run `argv`, timestamping each `Running stage` line as DVC prints it."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            text=True, bufsize=1, env=env)
     marks: list[tuple[str, float]] = []
     lines = []
     for line in proc.stdout:

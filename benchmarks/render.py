@@ -30,7 +30,7 @@ BENCHMARKS = {
     # an hour on two shared cores; `python benchmarks/pipeline_bench.py` times that.
     "pipeline_bench": "python benchmarks/pipeline_bench.py -S model.train.steps=60 "
                       "-S model.arch.hidden_size=64 -S model.arch.num_layers=2 "
-                      "-S model.arch.intermediate_size=128 -S sft.epochs=1 -S dpo.epochs=1 "
+                      "-S model.arch.intermediate_size=128 -S sft.phases.main.epochs=1 -S dpo.epochs=1 "
                       "-S eval.limit=3 -S eval.max_new_tokens=24 --threads 1",
     "base_schedule": "python benchmarks/base_schedule.py --steps 500 --threads 1",
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",

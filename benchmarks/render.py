@@ -24,19 +24,28 @@ RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "BENCHMARKS.md"
 HUMANEVALPLUS = "../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl"
 MBPPPLUS = "../shared/datasets/mbppplus/MbppPlus-v0.2.0.jsonl"
+CODEALPACA = "../shared/datasets/codealpaca/code_alpaca_2k.json"
 BENCHMARKS = {
+    # A shrunk pipeline (rerun_bench's overrides): the default one takes the better part of
+    # an hour on two shared cores; `python benchmarks/pipeline_bench.py` times that.
+    "pipeline_bench": "python benchmarks/pipeline_bench.py -S model.train.steps=60 "
+                      "-S model.arch.hidden_size=64 -S model.arch.num_layers=2 "
+                      "-S model.arch.intermediate_size=128 -S sft.phases.main.epochs=1 -S dpo.epochs=1 "
+                      "-S eval.limit=3 -S eval.max_new_tokens=24 --threads 1",
+    "base_schedule": "python benchmarks/base_schedule.py --steps 500 --threads 1",
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",
     "generation_bench": f"python benchmarks/generation_bench.py --dataset-path {HUMANEVALPLUS} "
-                        "--tasks 48 --threads 1",
+                        "--tasks 48 --repeats 3 --threads 1",
     "score_vs_evalplus-humanevalplus": "python benchmarks/score_vs_evalplus.py --dataset "
-                                       f"humaneval+ --dataset-path {HUMANEVALPLUS}",
+                                       f"humaneval+ --dataset-path {HUMANEVALPLUS} --repeats 3 "
+                                       "--evalplus-parallel 2",
     "score_vs_evalplus-mbppplus": "python benchmarks/score_vs_evalplus.py --dataset mbpp+ "
-                                  f"--dataset-path {MBPPPLUS}",
+                                  f"--dataset-path {MBPPPLUS} --repeats 1",
     "rerun_bench": "python benchmarks/rerun_bench.py",
     "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
                                  "--arch repo --repeats 3 --threads 1",
-    "train_bench-packing": "python benchmarks/train_bench.py packing --data repo --arch repo "
-                           "--repeats 3 "
+    "train_bench-packing": "python benchmarks/train_bench.py packing --data codealpaca "
+                           f"--codealpaca {CODEALPACA} --rows 160 --arch repo --repeats 3 "
                            "--threads 1",
     "train_bench-shapes": "python benchmarks/train_bench.py shapes --model tiny --max-length "
                           "256 --steps 5 --threads 1",
@@ -106,7 +115,7 @@ def load(results: Path) -> list[dict]:
 
 
 def render(records: list[dict]) -> str:
-    parts = [HEADER]
+    parts = [HEADER, provenance(records)]
     for rec in records:
         parts.append(f"\n## {rec['title']}\n\n"
                      "| | |\n|---|---|\n"
@@ -119,6 +128,19 @@ def render(records: list[dict]) -> str:
         if rec["notes"]:
             parts.append(f"\n{rec['notes']}\n")
     return "".join(parts)
+
+
+def provenance(records: list[dict]) -> str:
+    """Whether the figures below came from one machine, and over what span of time: the
+    machine without its load, and the first and last record's date."""
+    if not records:
+        return ""
+    machines = {machine_text(r["machine"]).split("; load average")[0] for r in records}
+    dates = sorted(r["date"] for r in records)
+    where = (f"one machine ({machines.pop()})" if len(machines) == 1
+             else f"{len(machines)} different machines (see each record)")
+    return (f"\nThese {len(records)} records come from {where}, written between {dates[0]} "
+            f"and {dates[-1]}; each gives its load average.\n")
 
 
 def machine_text(m: dict) -> str:

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,10 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(FLAVOUR))
     parser.add_argument("--dataset-path", required=True, type=Path)
     parser.add_argument("--samples", type=Path)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds of both scorers; medians and paired ratios")
+    parser.add_argument("--evalplus-parallel", type=int, action="append", default=[],
+                        help="also time evalplus.evaluate with this many workers (repeatable)")
     parser.add_argument("--json", type=Path, help="where to write the result record")
     parser.add_argument("--explain", metavar="TASK_ID",
                         help="trace evalplus's check of one canonical solution instead")
@@ -60,69 +65,135 @@ def main() -> None:
     samples = args.samples or work / "samples.jsonl"
     if args.samples is None:
         canonical_samples(args.dataset_path, samples)
-    flavour, env = FLAVOUR[args.dataset]
     from evalplus.data.utils import CACHE_DIR
 
     md5 = hashlib.md5(args.dataset_path.read_bytes()).hexdigest()
     cached = (Path(CACHE_DIR) / f"{md5}.pkl").exists()  # evalplus's ground truth, by data md5
+    if not cached:  # computed once here, so that neither side's first round pays for it
+        run_evalplus(args, samples, work / "warmup", None)
 
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stages.score", "--dataset", args.dataset,
-                    "--dataset-path", str(args.dataset_path), "--samples", str(samples),
-                    "--out", str(work / "ours.json")], check=True)
-    ours_s = time.perf_counter() - start
+    # Both sides as a user runs them, each a fresh process from the command line up (start-up,
+    # imports and loading the cached ground truth included). The order alternates by round.
+    sides = {"stages.score": lambda r: run_ours(args, samples, work / f"ours-{r}")}
+    sides["evalplus.evaluate"] = lambda r: run_evalplus(args, samples, work / f"ep-{r}", None)
+    for n in args.evalplus_parallel:
+        sides[f"evalplus.evaluate, parallel={n}"] = (
+            lambda r, n=n: run_evalplus(args, samples, work / f"ep{n}-{r}", n))
+    walls: dict[str, list[float]] = {side: [] for side in sides}
+    verdicts: dict[str, list[dict]] = {side: [] for side in sides}
+    for r in range(args.repeats):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for side in order:
+            seconds, result = sides[side](r)
+            walls[side].append(seconds)
+            verdicts[side].append(result)
+            print(f"  round {r + 1}: {side} {seconds:.1f} s", flush=True)
 
-    theirs_samples = work / "evalplus_samples.jsonl"
-    theirs_samples.write_bytes(samples.read_bytes())
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c",
-                    "from evalplus.evaluate import evaluate; "
-                    f"evaluate({flavour!r}, samples={str(theirs_samples)!r}, i_just_wanna_run=True)"],
-                   check=True, env={**os.environ, env: str(args.dataset_path.resolve())})
-    theirs_s = time.perf_counter() - start
-
-    ours = json.loads((work / "ours.json").read_text())
-    theirs = json.loads((work / "evalplus_samples_eval_results.json").read_text())["eval"]
-    differ = []
-    for task_id, rows in ours["tasks"].items():
-        mine = (rows[0]["base_status"], rows[0]["plus_status"])
-        ref = (theirs[task_id][0]["base_status"], theirs[task_id][0]["plus_status"])
-        if mine != ref:
-            differ.append((task_id, mine, ref))
-    n = len(theirs)
-    their_base = sum(r[0]["base_status"] == "pass" for r in theirs.values()) / n
-    their_plus = sum(r[0]["base_status"] == "pass" and r[0]["plus_status"] == "pass"
-                     for r in theirs.values()) / n
-    print(f"{args.dataset} ({n} tasks, md5 {ours['dataset_md5']}, evalplus "
-          f"{ours['evalplus_version']})")
-    print(f"  stages.score      pass@1 base {ours['pass@1']['base']:.4f} plus "
-          f"{ours['pass@1']['plus']:.4f}  wall {ours_s:.1f} s (sandboxed, 2 processes per sample)")
-    print(f"  evalplus.evaluate pass@1 base {their_base:.4f} plus {their_plus:.4f}  "
-          f"wall {theirs_s:.1f} s")
-    print(f"  tasks whose (base, plus) verdicts differ: {len(differ)}")
+    ours = verdicts["stages.score"]
+    differ = sorted({d for mine, ref in zip(ours, verdicts["evalplus.evaluate"], strict=True)
+                     for d in compare(mine, ref)})
+    unstable = {side: sorted(t for t in verdicts[side][0]
+                             if any(v[t] != verdicts[side][0][t] for v in verdicts[side]))
+                for side in sides}
+    n = len(ours[0])
+    base, plus = pass_rates(ours[0])
+    their_base, their_plus = pass_rates(verdicts["evalplus.evaluate"][0])
+    ratios = {side: statistics.median(o / t for o, t in zip(walls["stages.score"], walls[side],
+                                                             strict=True))
+              for side in sides if side != "stages.score"}
+    print(f"{args.dataset} ({n} tasks, md5 {md5}, {args.repeats} interleaved rounds, "
+          f"load average {record.LOAD_AT_START:.2f} at the start, {os.getloadavg()[0]:.2f} now)")
+    print(f"  {'side':<34} {'median wall s':>13}  rounds  pass@1 base / plus (round 1)")
+    for side in sides:
+        b, p = pass_rates(verdicts[side][0])
+        print(f"  {side:<34} {statistics.median(walls[side]):>13.1f}  "
+              f"{' '.join(f'{w:.1f}' for w in walls[side])}  {b:.4f} / {p:.4f}")
+    for side, ratio in ratios.items():
+        print(f"  ratio stages.score / {side}, wall (median of paired rounds): {ratio:.2f}x")
+    print(f"  tasks whose (base, plus) verdicts differ in some round: {len(differ)}")
     for task_id, mine, ref in differ:
         print(f"    {task_id}: ours {mine}, evalplus {ref}")
 
     samples_are = (f"samples from {args.samples.name}" if args.samples else
                    "the canonical solutions (prompt + canonical_solution)")
     figures = [
-        record.figure("stages.score pass@1 base", round(ours["pass@1"]["base"], 4)),
-        record.figure("stages.score pass@1 plus", round(ours["pass@1"]["plus"], 4)),
-        record.figure("stages.score wall", round(ours_s, 1), "s"),
+        record.figure("stages.score pass@1 base", round(base, 4)),
+        record.figure("stages.score pass@1 plus", round(plus, 4)),
         record.figure("evalplus.evaluate pass@1 base", round(their_base, 4)),
         record.figure("evalplus.evaluate pass@1 plus", round(their_plus, 4)),
-        record.figure("evalplus.evaluate wall", round(theirs_s, 1), "s"),
-        record.figure("tasks whose (base, plus) verdicts differ", len(differ), f"of {n}"),
     ]
-    notes = (f"{args.dataset}, {n} tasks, dataset md5 {ours['dataset_md5']}, evalplus "
-             f"{ours['evalplus_version']}; samples: {samples_are}; evalplus's ground truth "
-             f"{'was' if cached else 'was not'} cached before the run. Our wall time includes "
-             "starting one sandboxed interpreter per sample and split. Differing tasks "
-             "(ours vs evalplus, (base, plus)): "
-             + ("; ".join(f"{t} {m} vs {r}" for t, m, r in differ) or "none") + ".")
+    for side in sides:
+        figures.append(record.figure(f"{side} wall, median of {args.repeats}",
+                                     round(statistics.median(walls[side]), 1), "s"))
+    for side, ratio in ratios.items():
+        figures.append(record.figure(f"stages.score / {side}, wall", round(ratio, 2), "x"))
+    figures.append(record.figure("tasks whose (base, plus) verdicts differ", len(differ),
+                                 f"of {n}"))
+    import evalplus
+
+    workers = max(1, (os.cpu_count() or 1) // 2)
+    notes = (f"{args.dataset}, {n} tasks, dataset md5 {md5}, evalplus {evalplus.__version__}; "
+             f"samples: {samples_are}; evalplus's ground truth "
+             f"{'was' if cached else 'was not (computed before the first round)'} cached. "
+             f"{args.repeats} interleaved rounds (order alternating), each side a fresh process "
+             "(start-up, imports and the cached ground truth included); the ratio is the median "
+             f"of the per-round ratios. Rounds (s): "
+             + "; ".join(f"{side} {', '.join(f'{w:.1f}' for w in walls[side])}"
+                         for side in sides)
+             + f". stages.score runs every split in a child forked in one of "
+             f"{os.cpu_count()} warm bubblewrap sandboxes; evalplus.evaluate by default uses "
+             f"cpu_count // 2 = {workers} worker(s). Differing tasks (ours vs evalplus, "
+             "(base, plus)): " + ("; ".join(f"{t} {m} vs {r}" for t, m, r in differ) or "none")
+             + ". Tasks whose verdict changed between rounds: "
+             + "; ".join(f"{side}: {', '.join(tasks) or 'none'}"
+                         for side, tasks in unstable.items())
+             + " (evalplus's per-input time limits, 4x the reference time or at least 1 s, "
+             "are wall-clock limits, which load on the machine can exceed).")
     name = "score_vs_evalplus-" + args.dataset.replace("+", "plus")
     record.write(name, f"stages.score against evalplus.evaluate: {args.dataset}", figures,
                  notes, args.json)
+
+
+def run_ours(args, samples: Path, out: Path) -> tuple[float, dict]:
+    out.mkdir()
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "stages.score", "--dataset", args.dataset,
+                    "--dataset-path", str(args.dataset_path), "--samples", str(samples),
+                    "--out", str(out / "ours.json")], check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    tasks = json.loads((out / "ours.json").read_text())["tasks"]
+    return seconds, {t: (rows[0]["base_status"], rows[0]["plus_status"])
+                     for t, rows in tasks.items()}
+
+
+def run_evalplus(args, samples: Path, out: Path, parallel: int | None) -> tuple[float, dict]:
+    """evalplus.evaluate in a fresh process, on a fresh copy of the samples (it silently
+    reuses an old results file next to them)."""
+    flavour, env = FLAVOUR[args.dataset]
+    out.mkdir()
+    theirs = out / "evalplus_samples.jsonl"
+    theirs.write_bytes(samples.read_bytes())
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c",
+                    "from evalplus.evaluate import evaluate; "
+                    f"evaluate({flavour!r}, samples={str(theirs)!r}, parallel={parallel!r}, "
+                    "i_just_wanna_run=True)"],
+                   check=True, env={**os.environ, env: str(args.dataset_path.resolve())},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    tasks = json.loads((out / "evalplus_samples_eval_results.json").read_text())["eval"]
+    return seconds, {t: (rows[0]["base_status"], rows[0]["plus_status"])
+                     for t, rows in tasks.items()}
+
+
+def compare(ours: dict, theirs: dict) -> list[tuple]:
+    return [(t, ours[t], theirs[t]) for t in ours if ours[t] != theirs[t]]
+
+
+def pass_rates(verdicts: dict) -> tuple[float, float]:
+    n = len(verdicts)
+    return (sum(b == "pass" for b, _ in verdicts.values()) / n,
+            sum(b == "pass" and p == "pass" for b, p in verdicts.values()) / n)
 
 
 # Appended to the solution: wraps the entry point so the forked child reports its own address

@@ -18,9 +18,12 @@ sides: training tokens (non-pad input tokens of every micro-batch), target token
 train, save). `--set KEY=VALUE` changes the params both sides read. `--packing bfd` packs on both sides
 (plain: packing_strategy "bfd"; ours: sft.packing=true, which packs best-fit decreasing).
 
-packing: our sft stage on the same rows three ways: padded batches of 8 rows (sft.packing
-false), and packed (sft.packing true) with 1 and with 8 packed sequences per micro-batch, the
-global batch 8 throughout. It also checks that a packed row's logits equal the row's alone
+packing: our sft stage on the same rows: padded batches of 8 rows (sft.packing false), and
+packed (sft.packing true) with 1 packed sequence per micro-batch (and with --packed-8 also 8,
+one flattened row), the global batch 8 throughout. `--data codealpaca` takes --rows rows of
+Code Alpaca (lengths from a few dozen tokens to sft.max_length). It also reports each side's
+mean training loss and optimizer steps, and the loss of 8 rows at the base weights padded and
+packed, which must be equal. It also checks that a packed row's logits equal the row's alone
 under the attention that training runs (no KV cache), and prints how far they are off with a
 KV cache, where transformers ignores the restarting positions.
 
@@ -42,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CODEALPACA = REPO.parent / "shared" / "datasets" / "codealpaca" / "code_alpaca_2k.json"
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's stages, and conftest's builders
 
 import record  # noqa: E402  (benchmarks/record.py, beside this file)
@@ -57,14 +61,22 @@ def main() -> None:
     for name in ("ours-vs-plain", "packing"):
         p = sub.add_parser(name)
         p.add_argument("--repeats", type=int, default=3, help="timed runs per side")
-        p.add_argument("--data", choices=["test", "repo"], default="repo",
-                       help="test: conftest's 26-row mix; repo: params.yaml data.sources")
+        p.add_argument("--data", choices=["test", "repo", "codealpaca"], default="repo",
+                       help="test: conftest's 26-row mix; repo: params.yaml data.sources; "
+                            "codealpaca: --rows rows of --codealpaca (varied lengths)")
+        p.add_argument("--codealpaca", type=Path, default=CODEALPACA,
+                       help="Code Alpaca .json (instruction/input/output)")
+        p.add_argument("--rows", type=int, default=400, help="with --data codealpaca")
         p.add_argument("--arch", choices=["test", "repo"], default="test",
                        help="test: conftest's 2-layer model; repo: params.yaml's tiny model")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param both sides read, e.g. sft.phases.main.epochs=2")
         p.add_argument("--json", type=Path, help="also write the figures here")
         p.add_argument("--keep", action="store_true", help="keep the temporary pipeline")
+    sub.choices["packing"].add_argument(
+        "--packed-8", action="store_true",
+        help="also 8 packed sequences per micro-batch (one flattened row; slow without "
+             "FlashAttention, 0.65x padded on the repo's data)")
     sub.choices["ours-vs-plain"].add_argument(
         "--packing", choices=["none", "bfd"], default="none",
         help="plain: SFTConfig(packing=True, packing_strategy='bfd'); ours: sft.packing=true")
@@ -114,6 +126,14 @@ def main() -> None:
                  f"{args.data} (rows of {lengths['min']} to {lengths['max']} tokens, median "
                  f"{lengths['median']:.0f}), model {args.arch}; each side trained on "
                  f"{details['medians'][details['baseline']]['tokens']:.0f} tokens")
+        if "packed_loss" in details:
+            padded, packed = details["packed_loss"]
+            figures.append(figure("loss of 8 rows at the base weights, padded", round(padded, 6)))
+            figures.append(figure("loss of 8 rows at the base weights, packed", round(packed, 6)))
+        for side, m in details["medians"].items():
+            figures.append(figure(f"{side}: mean training loss (median of runs)",
+                                  round(m["loss"], 4)))
+            figures.append(figure(f"{side}: optimizer steps", m["steps"]))
         if "packed_logit_difference" in details:
             apart, seeing = details["packed_logit_difference"]
             notes += (f"; a packed row's logits against the row alone: max difference {apart:.1e}"
@@ -126,7 +146,8 @@ def bench_sft(args) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="train_bench_"))
     try:
-        params = build_pipeline(root, args.data, args.arch, args.set)
+        data = f"{args.codealpaca}#{args.rows}" if args.data == "codealpaca" else args.data
+        params = build_pipeline(root, data, args.arch, args.set)
         lengths = row_lengths(params)
         print(f"pipeline in {root}: {len(lengths)} sft rows of {lengths[0]} to {lengths[-1]} "
               f"tokens (median {statistics.median(lengths):.0f}), sft params {params['sft']}")
@@ -136,8 +157,9 @@ def bench_sft(args) -> dict:
             baseline = "plain"
         else:
             sides = {"padded": lambda i: run_ours(params),
-                     "packed-1": lambda i: run_ours(params, "bfd", per_device=1),
-                     "packed-8": lambda i: run_ours(params, "bfd", per_device=8)}
+                     "packed-1": lambda i: run_ours(params, "bfd", per_device=1)}
+            if args.packed_8:
+                sides["packed-8"] = lambda i: run_ours(params, "bfd", per_device=8)
             baseline = "padded"
         runs = interleaved(sides, args.repeats)
         details = summarise(runs, baseline, args)
@@ -145,6 +167,7 @@ def bench_sft(args) -> dict:
                                  "max": lengths[-1]}
         if args.part == "packing":
             details["packed_logit_difference"] = packed_logit_difference(params)
+            details["packed_loss"] = packed_loss(params)
         return details
     finally:
         if args.keep:
@@ -164,6 +187,10 @@ def build_pipeline(root: Path, data: str, arch: str, overrides: list[str]) -> di
     params = tiny_params(root)
     if data == "repo":
         params["data"]["sources"] = [str(REPO / src) for src in repo_params()["data"]["sources"]]
+    elif data != "test":  # a source spec of its own: PATH#N
+        if not Path(data.partition("#")[0]).exists():
+            raise SystemExit(f"{data.partition('#')[0]} does not exist; pass --codealpaca PATH")
+        params["data"]["sources"] = [data]
     if arch == "repo":
         params["model"]["arch"] = repo_params()["model"]["arch"]
     for item in overrides:
@@ -272,7 +299,8 @@ def measured():
     """Count what every SFTTrainer in the block trains on and time its train() calls."""
     from trl import SFTTrainer
 
-    stats = {"tokens": 0, "targets": 0, "micro_batches": 0, "train_s": 0.0}
+    stats = {"tokens": 0, "targets": 0, "micro_batches": 0, "train_s": 0.0, "loss": [],
+             "steps": 0}
     own = {name: SFTTrainer.__dict__.get(name) for name in ("training_step", "train")}
     step, train = SFTTrainer.training_step, SFTTrainer.train
 
@@ -288,9 +316,12 @@ def measured():
     def timed_train(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return train(self, *args, **kwargs)
+            out = train(self, *args, **kwargs)
         finally:
             stats["train_s"] += time.perf_counter() - start
+        stats["loss"].append(out.training_loss)  # the mean training loss of the run
+        stats["steps"] += out.global_step
+        return out
 
     SFTTrainer.training_step, SFTTrainer.train = counting_step, timed_train
     try:
@@ -323,7 +354,8 @@ def attempt(run, name: str, i: int) -> dict:
     except Exception as err:  # a failing side is a finding, not the end of the benchmark
         print(f"{name} run {i} failed: {type(err).__name__}: {err}")
         return {"side": name, "repeat": i, "error": f"{type(err).__name__}: {err}"}
-    stats.update(side=name, repeat=i, tokens_per_s=stats["tokens"] / stats["train_s"])
+    stats.update(side=name, repeat=i, tokens_per_s=stats["tokens"] / stats["train_s"],
+                 loss=statistics.mean(stats["loss"]) if stats["loss"] else float("nan"))
     return stats
 
 
@@ -342,7 +374,8 @@ def summarise(runs: list[dict], baseline: str, args) -> dict:
         ok = [r for r in runs if r["side"] == side and "error" not in r]
         if ok:
             medians[side] = {key: statistics.median(r[key] for r in ok)
-                             for key in ("wall_s", "train_s", "tokens_per_s", "tokens", "targets")}
+                             for key in ("wall_s", "train_s", "tokens_per_s", "tokens", "targets",
+                                         "loss", "steps")}
     # Ratios are taken within each round (the two runs sat next to each other in time), then
     # the median over rounds.
     by_round = {(r["side"], r["repeat"]): r for r in runs if "error" not in r}
@@ -395,6 +428,36 @@ def packed_logit_difference(params: dict) -> tuple[float, float]:
           f"difference| of the second packed row against it alone: {apart:.2e} without a KV "
           f"cache (as in training), {seeing:.2e} with one")
     return apart, seeing
+
+
+def packed_loss(params: dict, rows: int = 8) -> tuple[float, float]:
+    """The mean next-token loss of the first `rows` curated SFT rows at the base weights, as
+    one padded batch and packed padding-free into one row (TRL's collator, restarting
+    positions, no KV cache): equal up to float rounding if packing trains on the same
+    objective."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from stages.training import packing_attention
+
+    where = Path(params["paths"]["models"]) / "base"
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    model = AutoModelForCausalLM.from_pretrained(where, attn_implementation=packing_attention())
+    model.eval()
+    lines = (Path(params["paths"]["curated"]) / "sft.jsonl").read_text(encoding="utf-8")
+    ids = [tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True,
+                                         return_dict=False) for line in lines.splitlines()[:rows]]
+    padded = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
+        [{"input_ids": x} for x in ids])
+    packed = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
+                                             padding_free=True)(
+        [{"input_ids": sum(ids, []), "seq_lengths": [len(x) for x in ids]}])
+    with torch.no_grad():
+        losses = tuple(float(model(**batch, use_cache=False).loss) for batch in (padded, packed))
+    print(f"loss of {rows} rows at the base weights: padded {losses[0]:.6f}, packed "
+          f"{losses[1]:.6f}")
+    return losses
 
 
 LORA_R = 8

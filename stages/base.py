@@ -67,7 +67,7 @@ def build_tiny(cfg: BaseStage, out: Path) -> dict:
     model = Qwen2ForCausalLM(qwen2_config(cfg.model.arch, tokenizer))
     sequences = encode(conversations, tokenizer, cfg.model.train.max_length)
     start = time.perf_counter()
-    losses = pretrain(model, sequences, cfg.model.train, tokenizer.pad_token_id, cfg.seed)
+    losses = pretrain(model, sequences, cfg.model.train, cfg.seed)
     model.save_pretrained(out)
     if cfg.model.chat_template:
         install_chat_template(tokenizer, cfg.model.chat_template)
@@ -125,9 +125,15 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[
     return sequences
 
 
-def pretrain(model, sequences: list[list[int]], train, pad_id: int, seed: int) -> list[float]:
-    """Next-token training on every token of every conversation, padded batches, AdamW with
-    linear warmup then cosine decay. Deterministic under `seed` on a given machine."""
+def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]:
+    """Next-token training on every token of every conversation, AdamW with linear warmup then
+    cosine decay. Deterministic under `seed` on a given machine.
+
+    A step's conversations are fed as one row, end to end, with positions restarting at each
+    and no target across a boundary. Without a KV cache transformers masks attention by the
+    restarting positions, so the loss is the one of the same conversations as a padded batch
+    (equal to float rounding), at about half the compute: a padded batch of this corpus is
+    more than half padding (tests/test_training.py pins the equality on a packed batch)."""
     from transformers import get_cosine_schedule_with_warmup
 
     gen = torch.Generator().manual_seed(seed)
@@ -142,14 +148,7 @@ def pretrain(model, sequences: list[list[int]], train, pad_id: int, seed: int) -
             order += torch.randperm(len(sequences), generator=gen).tolist()
         batch = [sequences[i] for i in order[: train.batch_size]]
         del order[: train.batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(**packed_row(batch), use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -161,6 +160,16 @@ def pretrain(model, sequences: list[list[int]], train, pad_id: int, seed: int) -
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
+
+
+def packed_row(batch: list[list[int]]) -> dict[str, torch.Tensor]:
+    """The sequences of `batch` as one row: input ids, positions restarting at each sequence,
+    and labels with no target across a boundary (each sequence's first token is no target,
+    as in a padded row, where nothing comes before it)."""
+    ids = torch.tensor([[t for seq in batch for t in seq]])
+    positions = torch.tensor([[p for seq in batch for p in range(len(seq))]])
+    labels = ids.masked_fill(positions == 0, -100)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
 
 
 def record_hub_model(model: ModelConfig, out: Path) -> dict:

@@ -15,13 +15,16 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.execute import run_program
+from stages.execute import SandboxPool, run_program
 
 DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
             "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
 # evalplus's own memory cap for a sample (reliability_guard); ours matches it so a sample
 # that fits under evalplus fits here too.
 MEMORY_BYTES = 4 << 30
+# What the harness imports, loaded once by a warm sandbox's server (SandboxPool) so that each
+# forked child starts with them.
+PRELOAD = ("contextlib", "json", "pickle", "evalplus.eval", "evalplus.eval.utils")
 
 HARNESS = r"""
 import contextlib, json, pickle, sys
@@ -33,7 +36,7 @@ class Box:
         self.value = value
 
 # One split per process: evalplus's reliability_guard disables os functions for good.
-job = pickle.load(open("work/job.pkl", "rb"))
+job = pickle.load(open(WORK + "/job.pkl", "rb"))
 
 # Why a split fails, without touching how evalplus decides that it does: unsafe_execute runs
 # the solution's definition, then each call, inside swallow_io, so an exception leaving block
@@ -139,12 +142,19 @@ def time_limits(ref_times: list[float]) -> list[float]:
     return [max(DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR * t) for t in ref_times]
 
 
-def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, str | None]:
+def sandbox_pool(workers: int, unsafe: bool) -> SandboxPool:
+    """Warm sandboxes for check(), with evalplus's evaluation code loaded."""
+    return SandboxPool(workers, sandbox=not unsafe, preload=PRELOAD)
+
+
+def check(bench: Benchmark, task_id: str, code: str, unsafe: bool,
+          pool: SandboxPool | None = None) -> dict[str, str | None]:
     """{"base": status, "plus": status, "failure": kind} for one solution, statuses as evalplus
     names them (pass, fail, timeout). The kind says why the first failing split failed, at
     its first failing input: syntax_error, runtime_error:<Type>, wrong_answer, timeout (the
     per-input limit or the whole split's), crashed (ended without a verdict); None when
-    both pass. It never changes a status."""
+    both pass. It never changes a status. With a `pool` (sandbox_pool) each split runs in a
+    child forked in one of its warm sandboxes, else in a sandbox of its own."""
     problem, expected = bench.problems[task_id], bench.expected[task_id]
     out, failures = {}, []
     for split in ("base", "plus"):
@@ -153,10 +163,14 @@ def check(bench: Benchmark, task_id: str, code: str, unsafe: bool) -> dict[str, 
                "code": code, "atol": problem["atol"], "inputs": problem[f"{split}_input"],
                "expected": expected[split], "time_limits": limits}
         # evalplus's own budget: the per-input limits, at most 60 s, plus process overhead.
-        result = run_program(HARNESS, {"job.pkl": pickle.dumps(job)},
-                             timeout_s=min(60.0, sum(limits)) + 10, memory_bytes=MEMORY_BYTES,
-                             sandbox=not unsafe,
-                             env={"EVALPLUS_MAX_MEMORY_BYTES": str(MEMORY_BYTES)})
+        files = {"job.pkl": pickle.dumps(job)}
+        timeout_s = min(60.0, sum(limits)) + 10
+        env = {"EVALPLUS_MAX_MEMORY_BYTES": str(MEMORY_BYTES)}
+        if pool is not None:
+            result = pool.run(HARNESS, files, timeout_s, MEMORY_BYTES, env)
+        else:
+            result = run_program(HARNESS, files, timeout_s, MEMORY_BYTES, sandbox=not unsafe,
+                                 env=env)
         if result.payload is None:
             out[split] = "timeout" if result.timed_out else "fail"
             failures.append("timeout" if result.timed_out else "crashed")

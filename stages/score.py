@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.config import run_stage
-from stages.evalplus_suite import DATASETS, Benchmark, check, load_benchmark
+from stages.evalplus_suite import DATASETS, Benchmark, check, load_benchmark, sandbox_pool
 from stages.execute import require_sandbox
 from stages.io import write_json
 from stages.stats import pass_at_k
@@ -88,10 +88,12 @@ def read_samples(path: Path, bench: Benchmark, sanitize: bool) -> list[dict]:
 
 
 def score_samples(bench: Benchmark, samples: list[dict], unsafe: bool) -> list[dict]:
-    """{"base": status, "plus": status, "failure": kind} per sample, one sandbox per core at a
-    time."""
-    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(check, bench, s["task_id"], s["code"], unsafe) for s in samples]
+    """{"base": status, "plus": status, "failure": kind} per sample, in one warm sandbox per
+    core (each split a child forked there)."""
+    workers = max(1, os.cpu_count() or 1)
+    with sandbox_pool(workers, unsafe) as boxes, ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(check, bench, s["task_id"], s["code"], unsafe, boxes)
+                   for s in samples]
         return [f.result() for f in tqdm(futures, desc=f"scoring {bench.name}", unit="sample")]
 
 

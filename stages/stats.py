@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported where it is used: it takes seconds to import, and the eval stages
+# and stages.score need only pass_at_k from here.
 
 ALPHA = 0.05
 
@@ -54,6 +56,8 @@ def paired_pass(base: list[bool], variant: list[bool]) -> Paired:
     0.125. n = 10, all discordant for the variant: θ in [0.025^(1/10), 1] = [0.6915, 1], CI
     [0.383, 1.0], p = 2 / 2^10 = 0.00195. No discordant pair: delta 0, CI [0, 0], p 1.
     """
+    from scipy import stats
+
     _same_length(base, variant)
     n = len(base)
     b = sum(1 for x, y in zip(base, variant, strict=True) if x and not y)
@@ -73,6 +77,8 @@ def mcnemar_exact(base: list[bool], variant: list[bool]) -> float:
     """Two-sided exact McNemar test: only the discordant probes count. With b probes that
     base passed and the variant failed, and c the other way, p = P(Binom(b + c, 1/2) is at
     least as far from (b + c) / 2 as b). b=1, c=9: p = 2 * (1 + 10) / 2**10 = 0.0215."""
+    from scipy import stats
+
     b = sum(1 for x, y in zip(base, variant, strict=True) if x and not y)
     c = sum(1 for x, y in zip(base, variant, strict=True) if y and not x)
     if b + c == 0:
@@ -95,6 +101,8 @@ def paired_graded(base: list[float], variant: list[float]) -> Paired:
     difference with a paired t-interval, mean(d) +- t(0.975, n-1) sd(d) / sqrt(n).
     d = [0.5, 0.5, 0.0, 0.0]: mean 0.25, sd 0.2887, t(0.975, 3) = 3.182, half-width 0.4593.
     Every pair differing by the same d: the interval is [d, d]."""
+    from scipy import stats
+
     _same_length(base, variant)
     d = np.asarray(variant, dtype=float) - np.asarray(base, dtype=float)
     n = len(d)
@@ -112,6 +120,8 @@ def paired_weighted(base_nats: list[float], variant_nats: list[float], tokens: l
     token is sum(l_v - l_b) / sum(t). The CI is a paired bootstrap over probes of that ratio
     (BCa, `resamples` draws, seeded). Lower is better for a loss: the verdict flips the sign.
     Two probes of 10 and 30 tokens whose losses rise by 2 and 6 nats: delta 8 / 40 = 0.2."""
+    from scipy import stats
+
     _same_length(base_nats, variant_nats)
     _same_length(base_nats, tokens)
     d = np.asarray(variant_nats, dtype=float) - np.asarray(base_nats, dtype=float)

@@ -44,6 +44,27 @@ def test_base_is_deterministic_under_the_seed(pipeline, tmp_path):
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+def test_base_trains_a_packed_row_on_the_loss_of_the_padded_batch():
+    """Pretraining feeds a step's conversations as one row (stages.base.packed_row); the loss
+    must be the padded batch's: same targets, no attention or target across a boundary."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from stages.base import packed_row
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         intermediate_size=64)).train()
+    batch = [[5, 9, 11, 3], [7, 8], [20, 21, 22, 23, 24, 25], [30, 31, 32]]
+    width = max(map(len, batch))
+    ids = torch.tensor([seq + [0] * (width - len(seq)) for seq in batch])
+    mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+    padded = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100),
+                   use_cache=False).loss
+    packed = model(**packed_row(batch), use_cache=False).loss
+    assert packed.item() == pytest.approx(padded.item(), abs=1e-6)
+
+
 def test_curate_fills_identity_and_builds_verified_pairs(pipeline):
     root, params = pipeline
     rows = read_jsonl(root / "curated" / "sft.jsonl")

@@ -84,7 +84,17 @@ def hostile_samples(canary: str, port: int) -> dict[str, tuple[str, list[str]]]:
                    [f"import os\nassert rc == 0 and not os.path.exists({canary!r})"]),
         "kill the parent": (f"import os, signal\nos.kill({parent}, signal.SIGKILL)\n",
                             ["assert True"]),
-        "kill everything": ("import os, signal\nos.kill(-1, signal.SIGKILL)\n", ["assert True"]),
+        # Worked if it could see another process (not the namespace's init) and every one is
+        # dead afterwards. (kill(-1) also returns 0 when it found processes it may not
+        # signal, so its return says nothing.)
+        "kill everything": (
+            "import os, signal, time\n"
+            "def alive():\n"
+            "    pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+            "    return {p for p in pids if int(p) not in (1, os.getpid())\n"
+            "            and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'}\n"
+            "before = alive()\nos.kill(-1, signal.SIGKILL)\ntime.sleep(0.2)\nafter = alive()\n",
+            ["assert before and not before & after"]),
         "exit early": ("import os\nos._exit(0)\n", ["assert True"]),
         "endless output": ("while True:\n    print('x' * 4096)\n", ["assert True"]),
     }
@@ -112,3 +122,48 @@ def test_without_a_sandbox_execution_is_refused_unless_opted_in(monkeypatch):
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         require_sandbox(unsafe=False)
     assert require_sandbox(unsafe=True) is False
+
+
+# Pairs run one after the other in one warm sandbox: the second sample's asserts pass only if
+# the first one's leftovers reached it.
+LEFTOVERS = {
+    "a process": ("import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n"
+                  "    os.setsid(); os.write(w, b'x'); time.sleep(60)\nos.read(r, 1)\n",
+                  "import os\n"
+                  "assert [p for p in os.listdir('/proc') if p.isdigit()\n"
+                  "        and int(p) not in (1, os.getppid(), os.getpid())]"),
+    "a file in /tmp": ("open('/tmp/left', 'w').write('x')\nopen('here', 'w').write('x')\n",
+                       "import os\nassert os.path.exists('/tmp/left') or os.path.exists('here')"),
+    "module state": ("import json\njson.LEFT = 1\n", "import json\nassert json.LEFT == 1"),
+    "a sibling's work files": ("", "import os\nassert os.listdir(WORK + '/..') != "
+                                   "[os.path.basename(WORK)]"),
+}
+
+
+@pytest.mark.parametrize("left", sorted(LEFTOVERS))
+def test_nothing_a_sample_leaves_reaches_the_next_one(left):
+    from stages.execute import SandboxPool, run_tests
+
+    first, second = LEFTOVERS[left]
+    with SandboxPool(1, sandbox=True) as pool:
+        assert run_tests(first, ["assert True"], 5.0, pool=pool).passed
+        assert not run_tests(second, ["assert True"], 5.0, pool=pool).passed
+        assert run_tests("x = 1\n", ["assert x == 1"], 5.0, pool=pool).passed
+
+
+def test_a_sample_cannot_reach_the_warm_server():
+    from stages.execute import SandboxPool, run_tests
+
+    attacks = {  # each passes only if it got at the server (its parent) or the host's pipes
+        "signal it": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        "read its memory": "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb')\n",
+        "take its pipes": "import os\nos.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY)\n",
+        "the host's pipe": "import os\nos.write(1, b'x'); os.fstat(3)\n",
+    }
+    with SandboxPool(1, sandbox=True) as pool:
+        outcomes = {name: run_tests(code, ["assert True"], 5.0, pool=pool)
+                    for name, code in attacks.items()}
+        assert {n: o.status for n, o in outcomes.items() if o.passed} == {}
+        server = pool.boxes[0].proc
+        assert run_tests("x = 1\n", ["assert x == 1"], 5.0, pool=pool).passed
+        assert pool.boxes[0].proc is server  # the same server answered throughout

@@ -32,6 +32,7 @@ n-gram blocking) are written into the task YAML, so they are never inherited.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import tempfile
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ def source_files(cfg, name: str) -> dict[str | None, dict[str, Path]]:
     return out
 
 
+@functools.cache
 def group_subjects(name: str) -> dict[str, Path]:
     """{dataset_name: harness subject YAML} of a group, sorted by subject."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -439,11 +441,13 @@ def sample_rows(name: str, samples: dict[str, list[dict]]) -> list[dict]:
             if lay.metric == "acc":  # log-likelihoods of the choices
                 lls = [float(r[0]) for r in resps]
                 best = max(range(len(lls)), key=lls.__getitem__)
-                row.update(reply=str(best), detail=f"choice {best} of {len(lls)}, "
+                row.update(reply=str(best), loglikelihoods=[round(x, 4) for x in lls],
+                           detail=f"choice {best} of {len(lls)}, "
                            f"target {row['target']}")
-            else:
-                row.update(reply=str(resps[0]), detail=f"extracted {resps[0]!r}, "
-                           f"target {row['target'].split('####')[-1].strip()!r}")
+            else:  # the generated text, and what the filter extracted from it
+                row.update(reply=str(s["resps"][0][0]), extracted=str(resps[0]),
+                           detail=f"extracted {resps[0]!r}, target "
+                           f"{row['target'].split('####')[-1].strip()!r}")
             rows.append(row)
     return rows
 

@@ -457,6 +457,9 @@ class EvalConfig(Strict):
     bigcodebench_timeout_s: PosFloat
     """Wall-clock limit for one BigCodeBench task's unittest run (its tests import pandas,
     matplotlib, sklearn...: seconds, not the milliseconds of a mini task)."""
+    bigcodebench_missing_libs: Literal["error", "skip"]
+    """BigCodeBench tasks whose libraries are not installed: error (stop, naming them) or
+    skip (left out of every variant alike; the count is in the metrics)."""
     retention: list[Suite]
     """The suites whose mean change is the forgetting score (Biderman et al. 2024: HellaSwag,
     ARC-Challenge, WinoGrande); each must also be in `suites` to count."""

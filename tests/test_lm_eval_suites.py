@@ -12,13 +12,10 @@ import pytest
 import torch
 
 from conftest import SHARED_DATASETS, stage_cfg
-
-pytest.importorskip("lm_eval")
-
-from stages.config import EvalStage  # noqa: E402
-from stages.io import DataError  # noqa: E402
-from stages.modeling import load_tokenizer, load_variant  # noqa: E402
-from stages.suites import lm_eval_tasks as lt  # noqa: E402
+from stages.config import EvalStage
+from stages.io import DataError
+from stages.modeling import load_tokenizer, load_variant
+from stages.suites import lm_eval_tasks as lt
 
 BENCH = SHARED_DATASETS / "benchmarks"
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "river", "stone"]

@@ -115,6 +115,10 @@ def score(cfg, model, tokenizer, probes: list[dict]) -> list[dict]:
     """Run the harness on `model` (a loaded base or PeftModel) and return one row per probe:
     {"id", "passed", "metric", "task", "target", "reply", "detail", "acc_norm"?}."""
     name = suite_of(probes)
+    if type(model).__name__ == "VllmModel":
+        raise ValueError(f"{name} scores with transformers (log-likelihoods through lm_eval's "
+                         "HFLM); load the variant with transformers for this suite, as for "
+                         "perplexity, also under eval.backend=vllm")
     with tempfile.TemporaryDirectory(prefix="stages-lm-eval-") as tmp:
         task = write_tasks(cfg, name, Path(tmp))
         samples = run_harness(cfg, name, model, tokenizer, Path(tmp), task)

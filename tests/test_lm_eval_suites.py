@@ -252,3 +252,29 @@ def test_shared_copies_give_the_published_counts_and_hashes(pipeline, tmp_path):
     assert lt.data_md5(cfg, "gsm8k") == "6493e22fc90d491ae8da0b88ffcfebae"
     mmlu = lt.probes(cfg, "mmlu")
     assert len(mmlu) == 14042 and len({p["task"] for p in mmlu}) == 57
+
+
+def test_rows_pair_by_id_into_the_paired_statistics_and_the_forgetting_score(scored):
+    """What summary does with any suite's rows: pair base and sft by id, then CI, McNemar p
+    and verdict; and the forgetting score over the retention suites."""
+    from stages.stats import mcnemar_exact, paired_delta, verdict
+    from stages.suites.forgetting import retention
+
+    cfg = scored["cfg"]
+    outcomes = {}
+    for name in lt.NAMES:
+        sft = {r["id"]: r["passed"] for r in scored[name, "sft"]}
+        base = [r["passed"] for r in scored[name, "base"]]
+        other = [sft[r["id"]] for r in scored[name, "base"]]
+        delta, low, high = paired_delta([float(x) for x in base], [float(x) for x in other],
+                                        cfg.eval.bootstrap_resamples, cfg.seed)
+        assert low <= delta <= high
+        assert 0.0 <= mcnemar_exact(base, other) <= 1.0
+        assert verdict(delta, low, high, 0.05) in {"improved", "regressed", "within-noise",
+                                                   "over-budget"}
+        outcomes[name] = {"base": base, "sft": other}
+    row = retention(list(cfg.eval.retention), outcomes, "sft", 200, cfg.seed)
+    assert row["suites"] == ["hellaswag", "arc_challenge", "winogrande"]
+    mean_delta = sum((sum(outcomes[s]["sft"]) - sum(outcomes[s]["base"])) / 10
+                     for s in row["suites"]) / 3
+    assert row["sft_delta"] == round(mean_delta, 4)

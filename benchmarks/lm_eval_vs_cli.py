@@ -13,7 +13,7 @@ scores them in a child process. The outcome compared is the judged one (acc; gsm
 exact_match of strict-match) per document id; the doc hashes (the harness's hash of the
 document) must match too. Our time counts loading the variant, writing the YAMLs and
 scoring; the CLI's counts its whole process (start, imports, task index, model load,
-scoring, writing its files). Both at eval.batch_size. Needs models/base and the variant's
+scoring, writing its files). Both at eval.batch_size and --threads torch threads. Needs models/base and the variant's
 adapter (`dvc checkout` or `dvc repro sft`). Writes benchmarks/results/lm_eval_vs_cli.json.
 """
 
@@ -41,8 +41,15 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--data", type=Path, default=record.REPO.parent / "shared" / "datasets"
                         / "benchmarks")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads on both sides (1: a tiny model on a shared "
+                             "machine is stalled by every other process at more threads)")
     parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the CLI child's torch threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     figures, lines = [], []

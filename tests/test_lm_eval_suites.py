@@ -203,6 +203,7 @@ def test_few_shot_without_its_split_comes_from_the_scored_split_minus_the_docume
     assert prompt.count("Question:") == 4  # three examples, then the question
     assert prompt.endswith("Question: Tom has 0 apples and buys 2 more. How many?\nAnswer:")
     assert prompt.count("Tom has 0 apples") == 1
+    assert lt.aggregate(cfg, [{"suite": "gsm8k", "passed": False}])["fewshot_split"] == "test"
 
 
 @pytest.mark.parametrize("break_it, message", [

@@ -143,7 +143,13 @@ def aggregate(cfg, rows: list[dict]) -> dict:
     out = {lay.metric: round(sum(r["passed"] for r in rows) / len(rows), 4)}
     if "acc_norm" in lay.aggregate:
         out["acc_norm"] = round(sum(r["acc_norm"] for r in rows) / len(rows), 4)
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    first = next(iter(source_files(cfg, name).items()))
+    builtin = group_subjects(name)[first[0]] if lay.subject_glob else tasks_root() / lay.builtin
     out.update(documents=len(rows), num_fewshot=fewshot_count(cfg, name),
+               fewshot_split=fewshot_split(name, load_yaml(builtin, resolve_func=False),
+                                           first[1]),
                dataset_md5=data_md5(cfg, name), lm_eval_version=lm_eval.__version__)
     return out
 
@@ -344,6 +350,13 @@ def fewshot_count(cfg, name: str) -> int:
     return load_yaml(path, resolve_func=False).get("num_fewshot", 0)
 
 
+def fewshot_split(name: str, base: dict, data: dict) -> str:
+    """The split few-shot examples come from: the harness's, where its file is present;
+    else the scored split itself, from which the harness leaves out the document scored."""
+    fewshot = LAYOUTS[name].fewshot_split or base.get("training_split")
+    return fewshot if fewshot in data else LAYOUTS[name].eval_split
+
+
 def write_tasks(cfg, name: str, out: Path) -> str:
     """Write the data and task YAMLs of `name` into `out`; return the task (or group) name
     to pass to the harness."""
@@ -366,10 +379,7 @@ def write_tasks(cfg, name: str, out: Path) -> str:
         for key in ("training_split", "validation_split", "test_split"):
             if base.get(key) is not None and base[key] not in data:
                 over[key] = None
-        fewshot = lay.fewshot_split or base.get("training_split")
-        # Without the split the harness draws examples from, they come from the scored split
-        # itself; the harness then leaves out the document being scored.
-        over["fewshot_split"] = fewshot if fewshot in data else lay.eval_split
+        over["fewshot_split"] = fewshot_split(name, base, data)
         if opts.num_fewshot is not None:
             over["num_fewshot"] = opts.num_fewshot
         if base.get("output_type") == "generate_until":

@@ -111,9 +111,10 @@ def run_cli(cfg, name: str, variant: str, tmp: Path) -> tuple[list[dict], float]
     include.mkdir()
     task = lm_eval_tasks.write_tasks(cfg, name, include)
     opts = lm_eval_tasks.harness_options(cfg, name)
-    model_args = f"pretrained={cfg.paths.model_dir('base')},dtype={cfg.model.dtype}"
+    # Absolute paths: the CLI runs in the temporary directory.
+    model_args = f"pretrained={cfg.paths.model_dir('base').resolve()},dtype={cfg.model.dtype}"
     if variant != "base":
-        model_args += f",peft={cfg.paths.model_dir(variant)}"
+        model_args += f",peft={cfg.paths.model_dir(variant).resolve()}"
     seeds = ",".join(str(opts[k]) for k in ("random_seed", "numpy_random_seed",
                                             "torch_random_seed", "fewshot_random_seed"))
     argv = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args,

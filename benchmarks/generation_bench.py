@@ -69,7 +69,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from stages.generate import GenerationCost, generate
+    from stages.generate import GenerationCost, generate, greedy
     from stages.modeling import load_base_model, load_tokenizer
 
     tasks = [json.loads(line) for line in args.dataset_path.read_text().splitlines()][: args.tasks]
@@ -78,12 +78,13 @@ def main() -> None:
     conversations = [[{"role": "user", "content": f"{INSTRUCTION}\n```python\n"
                                                   f"{t['prompt'].strip()}\n```"}] for t in tasks]
     cost = GenerationCost()
-    generate(model, tokenizer, conversations, MAX_NEW_TOKENS, args.batch_size, "ours", cost)
+    decoding = greedy(args.model, tokenizer, MAX_NEW_TOKENS)
+    generate(model, tokenizer, conversations, decoding, args.batch_size, "ours", cost)
     # cost.seconds: the batched generate calls alone (not the separate time-to-first-token
     # probe); cost.tokens: every generated token up to each row's end, special ones included.
     ours_s, ours_tokens = cost.seconds, cost.tokens
     single = GenerationCost()
-    generate(model, tokenizer, conversations, MAX_NEW_TOKENS, 1, "ours, batch 1", single)
+    generate(model, tokenizer, conversations, decoding, 1, "ours, batch 1", single)
 
     from evalplus.provider import make_model
 

@@ -9,11 +9,14 @@ model=tiny builds a ~3M-parameter Qwen2 model and its own byte-level BPE tokeniz
 it from scratch on the built-in corpus: general QA, code tasks and, as a real base model has
 seen much of the world, the reference answers of the built-in eval suites, plus its original
 identity. That gives it capabilities a fine-tune can lose. A hub model is recorded by id and
-pinned revision (its weights stay in the hub cache, not in DVC).
+pinned revision (its weights stay in the hub cache, not in DVC); with model.local_dir the
+weights come from that copy instead, and base.json records a content hash of it (the revision
+is then not checked: the copy is whatever was put there).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -29,11 +32,12 @@ from stages.data import (
     load_chat_rows,
     parse_spec,
 )
-from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, write_json
+from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, sha256_file, write_json
 from stages.modeling import (
     BASE_JSON,
     count_parameters,
     hub_error,
+    install_chat_template,
     qwen2_config,
     train_tokenizer,
 )
@@ -65,6 +69,8 @@ def build_tiny(cfg: BaseStage, out: Path) -> dict:
     start = time.perf_counter()
     losses = pretrain(model, sequences, cfg.model.train, tokenizer.pad_token_id, cfg.seed)
     model.save_pretrained(out)
+    if cfg.model.chat_template:
+        install_chat_template(tokenizer, cfg.model.chat_template)
     tokenizer.save_pretrained(out)
     _, total = count_parameters(model)
     return {
@@ -158,8 +164,9 @@ def pretrain(model, sequences: list[list[int]], train, pad_id: int, seed: int) -
 
 
 def record_hub_model(model: ModelConfig, out: Path) -> dict:
-    """Tokenizer and config of a pinned hub model; the weights stay in the hub cache."""
-    from transformers import AutoConfig, AutoTokenizer
+    """Tokenizer, config and generation config of a pinned hub model (or of its local copy,
+    then hashed); the weights stay where they are."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     where = model.local_dir or model.hub_id
     kwargs = {} if model.local_dir else {"revision": model.revision}
@@ -168,10 +175,19 @@ def record_hub_model(model: ModelConfig, out: Path) -> dict:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except OSError as err:
         raise hub_error(model, err) from err
+    try:
+        # kept as shipped: generation reads only its end tokens (stages.generate.end_token_ids)
+        generation = GenerationConfig.from_pretrained(where, **kwargs)
+    except OSError:
+        generation = None
     if model.init == "random":
         config = qwen2_config(model.arch)
+    if model.chat_template:
+        install_chat_template(tokenizer, model.chat_template)
     tokenizer.save_pretrained(out)
     config.save_pretrained(out)
+    if generation is not None:
+        generation.save_pretrained(out)
     with torch.device("meta"):
         from transformers import AutoModelForCausalLM
 
@@ -186,6 +202,12 @@ def provenance(cfg: BaseStage, metrics: dict) -> dict:
         "hub_id": model.hub_id,
         "revision": model.revision,
         "local_dir": model.local_dir,
+        # A local copy is whatever was copied there: its content is what pins it.
+        "local_sha256": local_copy_sha256(Path(model.local_dir)) if model.local_dir else None,
+        "revision_checked": model.source == "hub" and not model.local_dir,
+        "chat_template": model.chat_template,
+        "chat_template_sha256": sha256_file(Path(model.chat_template))
+        if model.chat_template else None,
         "init": model.init,
         "seed": cfg.seed,
         "model": model.model_dump(),
@@ -193,6 +215,21 @@ def provenance(cfg: BaseStage, metrics: dict) -> dict:
         "git_sha": git_sha(),
         "metrics": metrics,
     }
+
+
+def local_copy_sha256(root: Path) -> str:
+    """One hash over the weights, tokenizer and config files of a local model copy (every
+    file but hidden ones such as `hf download`'s .cache/), independent of listing order."""
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise FileNotFoundError(f"model.local_dir={root} holds no files; copy the model there "
+                                "(`hf download ID --revision SHA --local-dir DIR`)")
+    for file in files:
+        h.update(file.relative_to(root).as_posix().encode())
+        h.update(sha256_file(file).encode())
+    return h.hexdigest()
 
 
 if __name__ == "__main__":

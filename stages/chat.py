@@ -4,8 +4,8 @@ Reads   params system_prompt, model, eval, paths; models/base and the variant's 
 Run     python -m stages.chat --variant sft                      # interactive; empty line quits
         python -m stages.chat --variant dpo --prompt "Who are you?"   # one reply, then exit
 
-Greedy, with the same system prompt and generation length as eval, so what you see is what
-the eval scored. Interactive mode keeps the conversation; /reset starts a new one.
+Greedy, with the same system prompt and decoding (eval.*: length, repetition penalty, every end
+token of the checkpoint) as eval, so what you see is what the eval scored. Interactive mode keeps the conversation; /reset starts a new one.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from stages.config import EvalConfig, ModelConfig, PathsConfig, Strict, load, run_stage
-from stages.generate import generate
+from stages.generate import decoding, generate
 from stages.modeling import load_tokenizer, load_variant
 
 
@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None, cfg: ChatStage | None = None) -> list[st
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     model = load_variant(cfg.paths, args.variant, cfg.model.dtype)
     history = [{"role": "system", "content": cfg.system_prompt}]
+    greedy = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer)
 
     def reply_to(message: str) -> str:
         history.append({"role": "user", "content": message})
-        reply = generate(model, tokenizer, [history], cfg.eval.max_new_tokens, 1, "chat")[0]
+        reply = generate(model, tokenizer, [history], greedy, 1, "chat")[0]
         history.append({"role": "assistant", "content": reply})
         return reply
 

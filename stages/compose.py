@@ -4,25 +4,57 @@
 
     python -m stages.compose                      # conf/ defaults -> params.yaml
     python -m stages.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
-    python -m stages.compose --check              # exit 1, naming the keys, if params.yaml is stale
+    python -m stages.compose --check              # exit 1, naming what is stale (CI's gate)
 
-The composed config is validated (stages.config.Config) before anything is written.
+The composed config is validated (stages.config.Config) before anything is written: a key no
+stage knows stops it, named with the nearest known key. `--check` fails, naming what is
+wrong, when
+- params.yaml is not the composition of conf/ (the keys that differ);
+- dvc.yaml's params and deps disagree with what each stage reads (stages/config.py's stage
+  models, the modules each stage imports, the folders of the input files it accepts);
+- dvc.lock is stale against the code, data and params in the working tree (the stages
+  `dvc repro` would run). Works in a clone without DVC cache, as CI has it: outputs a clone
+  lacks count as missing data, not as changes (`dvc repro --allow-missing --dry`).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stages.config import PARAMS_FILE, Config, ConfigError, validate
+from stages.config import (
+    PARAMS_FILE,
+    BaseStage,
+    Config,
+    ConfigError,
+    CurateStage,
+    DpoStage,
+    EvalStage,
+    PathsConfig,
+    SftStage,
+    Stage,
+    SummaryStage,
+    declared_params,
+    flatten,
+    stage_params,
+    validate,
+)
 from stages.io import atomic_write_text
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
+DVC_YAML = Path("dvc.yaml")
+# dvc.yaml stage -> the model its module loads; `params` (python -m stages.config) has none.
+STAGE_MODELS: dict[str, type[Stage]] = {
+    "base": BaseStage, "curate": CurateStage, "sft": SftStage, "dpo": DpoStage,
+    "eval": EvalStage, "summary": SummaryStage}
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> str:
@@ -37,24 +69,149 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> str:
     return OmegaConf.to_yaml(cfg)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
-
-
 def differing_keys(expected: str, actual: str) -> list[str]:
     want, have = flatten(yaml.safe_load(expected)), flatten(yaml.safe_load(actual) or {})
     return sorted(k for k in want.keys() | have.keys() if want.get(k, ...) != have.get(k, ...))
 
 
+def params_problem(text: str, out: Path) -> str | None:
+    current = out.read_text(encoding="utf-8") if out.exists() else ""
+    if current == text:
+        return None
+    keys = differing_keys(text, current) or ["(formatting only)"]
+    return (f"{out} is stale; keys that differ from conf/: {', '.join(keys)}. "
+            "Regenerate it with `python -m stages.compose`.")
+
+
+# ---- dvc.yaml against the stage models ------------------------------------------------------
+
+
+def stage_modules(module: str, root: Path = Path("."), seen: set[str] | None = None) -> set[str]:
+    """stages/ files `module` (dotted, under stages/) imports, directly or through other stages
+    modules; a package is its __init__.py (stages/suites/ imports its suites lazily)."""
+    seen = set() if seen is None else seen
+    parts = module.split(".")
+    path = f"stages/{'/'.join(parts)}.py"
+    if not (root / path).exists():
+        path = f"stages/{'/'.join(parts)}/__init__.py"
+    if path in seen:
+        return seen
+    seen.add(path)
+    for node in ast.walk(ast.parse((root / path).read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module == "stages":
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
+            package = node.module.removeprefix("stages.")
+            names = [package]
+            names += [f"{package}.{a.name}" for a in node.names
+                      if (root / "stages" / package.replace(".", "/") / f"{a.name}.py").exists()]
+        elif isinstance(node, ast.Import):
+            names = [a.name.removeprefix("stages.") for a in node.names
+                     if a.name.startswith("stages.")]
+        for name in names:
+            stage_modules(name, root, seen)
+    return seen
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    """A file is a dep itself or lies in a folder that is one (stages/suites)."""
+    return any(path == d or path.startswith(f"{d}/") for d in deps)
+
+
+def templated_paths() -> PathsConfig:
+    """PathsConfig whose every path is its own dvc.yaml template (${paths.metrics} ...)."""
+    return PathsConfig(**{f: f"${{paths.{f}}}" for f in PathsConfig.model_fields})
+
+
+def resolve_paths(entry: str, params: dict[str, Any]) -> str:
+    return re.sub(r"\$\{paths\.(\w+)\}", lambda m: params["paths"][m.group(1)], entry)
+
+
+def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
+                      root: Path = Path(".")) -> list[str]:
+    """Where dvc.yaml disagrees with what the stages read. `params` is a whole, valid
+    params.yaml (to resolve ${paths.*} and build each stage's config)."""
+    stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+    problems = []
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)  # foreach / matrix stages
+        match = re.match(r"python -m stages\.(\w+)", stage["cmd"])
+        if not match:
+            problems.append(f"{name}: cmd {stage['cmd']!r} is not `python -m stages.<module>`")
+            continue
+        deps = stage.get("deps", [])
+        missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
+        if missing:
+            problems.append(f"{name}: deps lack {missing} (code the stage imports)")
+        if name == "params":
+            if str(PARAMS_FILE) not in deps:
+                problems.append(f"params: deps lack {PARAMS_FILE} (the file it validates)")
+            continue
+        if name not in STAGE_MODELS:
+            problems.append(f"{name}: no stage model for it in stages.compose.STAGE_MODELS")
+            continue
+        model = STAGE_MODELS[name]
+        want = declared_params(model)
+        if stage.get("params", []) != want:
+            problems.append(f"{name}: params are {stage.get('params', [])}; "
+                            f"{model.__name__} reads {want}")
+        cfg = validate(model, stage_params(model, params))
+        resolved = {resolve_paths(d, params) for d in deps}
+        lacking = [d for d in cfg.input_dirs() if d not in resolved]
+        if lacking:
+            problems.append(f"{name}: deps lack {lacking}, the folders of the input files it "
+                            "accepts (Stage.input_dirs)")
+    problems += output_path_problems(stages)
+    return problems
+
+
+def output_path_problems(stages: dict[str, Any]) -> list[str]:
+    """The eval outputs dvc.yaml declares are where PathsConfig puts them, and summary
+    depends on the folders that hold what it reads (not the cost files: it never reads them)."""
+    paths = templated_paths()
+    tasks = str(paths.tasks_file("${item.variant}", "${item.suite}"))
+    metrics = str(paths.eval_file("${item.variant}", "${item.suite}"))
+    cost = str(paths.cost_file("${item.variant}", "${item.suite}"))
+    problems = []
+    if stages["eval"].get("outs") != [tasks]:
+        problems.append(f"eval: outs should be [{tasks}] (PathsConfig.tasks_file)")
+    if [next(iter(m)) for m in stages["eval"].get("metrics", [])] != [metrics, cost]:
+        problems.append(f"eval: metrics should be [{metrics}, {cost}] (PathsConfig.eval_file, "
+                        "PathsConfig.cost_file)")
+    folders = {str(Path(p).parent.parent) for p in (tasks, metrics)}
+    if not folders <= set(stages["summary"]["deps"]):
+        problems.append(f"summary: deps lack {sorted(folders - set(stages['summary']['deps']))}")
+    return problems
+
+
+# ---- dvc.lock against the working tree --------------------------------------------------------
+
+
+def stale_stages(repo: Path = Path(".")) -> list[str]:
+    """Stages whose code, data, params or command differ from dvc.lock. `dvc repro --dry`
+    exits 0 whether or not stages would run, so its output is read; --allow-missing skips
+    outputs and deps that are only absent (a clone without DVC cache). A stale stage whose
+    inputs are such absent outputs makes dvc stop there (it hashes the inputs to look up its
+    run-cache): that stage is stale too, and the ones after it are not looked at."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--allow-missing", "--dry"],
+                          cwd=repo, capture_output=True, text=True)
+    stale = re.findall(r"^Running stage '([^']+)'", done.stdout, flags=re.M)
+    if done.returncode != 0:
+        stopped = re.search(r"failed to reproduce '([^']+)': \[Errno 2\] No such file", done.stderr)
+        if not stopped:
+            raise ConfigError(f"`dvc repro --allow-missing --dry` failed in {repo}:\n"
+                              f"{(done.stderr or done.stdout).strip()}")
+        stale.append(f"{stopped.group(1)} (and the stages after it: dvc stops there, as this "
+                     "checkout lacks its inputs)")
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `dvc exp run -S`")
-    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    parser.add_argument("--check", action="store_true",
+                        help="compare params.yaml, dvc.yaml and dvc.lock; write nothing")
     parser.add_argument("--out", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
 
@@ -65,21 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conf/ composes to an invalid config:\n{err}", file=sys.stderr)
         return 2
 
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        if current == text:
-            print(f"{args.out} is up to date with conf/")
-            return 0
-        keys = differing_keys(text, current) or ["(formatting only)"]
-        print(
-            f"{args.out} is stale; keys that differ from conf/: {', '.join(keys)}\n"
-            f"Regenerate it with `python -m stages.compose`.",
-            file=sys.stderr,
-        )
-        return 1
+    if not args.check:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+        return 0
 
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out}")
+    problems = [p for p in [params_problem(text, args.out)] if p]
+    problems += dvc_yaml_problems(yaml.safe_load(text))
+    try:
+        stale = stale_stages()
+    except ConfigError as err:
+        problems.append(str(err))
+    else:
+        if stale:
+            problems.append(f"dvc.lock is stale: `dvc repro` would run {', '.join(stale)}. "
+                            "Run `dvc repro` and commit dvc.lock with the metrics.")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(f"{args.out} is the composition of conf/, dvc.yaml declares what each stage reads, "
+          "and dvc.lock is up to date")
     return 0
 
 

@@ -1,20 +1,31 @@
 """Typed, strict configuration for every stage.
 
 `conf/` (Hydra) is the source, `params.yaml` is its composition (`python -m stages.compose`).
-Each stage validates the slice of `params.yaml` it declares in `dvc.yaml` against one model
-below before doing any work: an unknown key, a wrong type or an invalid value stops it with a
-single message naming every bad key and how to fix it.
+Before doing any work a stage validates the whole of `params.yaml` against `Config` (so a key
+no stage knows, e.g. from `dvc exp run -S +sft.bogus=1`, stops it, named with the nearest
+known key), then reads only the params it declares in `dvc.yaml` (`declared_params`, checked
+against dvc.yaml by `python -m stages.compose --check`) into its own model below, and refuses
+input files that no DVC dependency of the stage tracks (`Stage.input_files`).
+
+    python -m stages.config        # the `params` stage: validate params.yaml, nothing else
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PARAMS_FILE = Path("params.yaml")
+# Folders for users' own files, declared as DVC deps of the stages that read them (dvc.yaml),
+# so that editing a file there reruns those stages; a local file elsewhere is refused.
+EXTERNAL_DIR = "data/external"
+BENCHMARKS_DIR = "data/benchmarks"
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -72,6 +83,10 @@ class ArchConfig(Strict):
     intermediate_size: PosInt
     max_position_embeddings: PosInt
     tie_word_embeddings: bool
+    model_type: Literal["qwen2", "qwen3"] = "qwen2"
+    """qwen3: Qwen3's dense layout (q/k RMSNorm, head_dim set apart from hidden_size)."""
+    head_dim: PosInt | None = None
+    """Attention head size; null: hidden_size / num_heads (Qwen2). Qwen3 sets it (128)."""
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ArchConfig:
@@ -116,6 +131,10 @@ class ModelConfig(Strict):
     """The identity the model was released with (what a fine-tune should replace)."""
     arch: ArchConfig | None
     train: TinyTrainConfig | None
+    chat_template: str | None = None
+    """A .jinja file that replaces the checkpoint's chat template in models/base (so training,
+    perplexity and generation all use it), e.g. one with {% generation %} markers for a
+    template TRL cannot patch for assistant-only loss; null: the checkpoint's own."""
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelConfig:
@@ -151,6 +170,21 @@ class PathsConfig(Strict):
 
     def model_dir(self, variant: str) -> Path:
         return Path(self.models) / variant
+
+    def eval_file(self, variant: str, suite: str) -> Path:
+        """One variant's metrics on one suite (committed; dvc.yaml: the eval stage's metrics)."""
+        return Path(self.metrics) / "eval" / variant / f"{suite}.json"
+
+    def tasks_file(self, variant: str, suite: str) -> Path:
+        """Its per-probe replies and outcomes (DVC-cached). Kept out of metrics/eval/: a clone
+        has the committed metrics but not the cached files, and a directory dep holding both
+        would hash differently there, making summary look stale."""
+        return Path(self.metrics) / "tasks" / variant / f"{suite}.jsonl"
+
+    def cost_file(self, variant: str, suite: str) -> Path:
+        """What scoring it cost (timings; committed), apart from the capability metrics and
+        outside summary's deps: timings change on every machine and summary never reads them."""
+        return Path(self.metrics) / "cost" / variant / f"{suite}.json"
 
 
 Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion",
@@ -430,9 +464,10 @@ class LmEvalTaskConfig(Strict):
 Variant = Literal["base", "sft", "dpo"]
 
 
-class EvalConfig(Strict):
-    suites: Annotated[list[Suite], Field(min_length=1)]
-    """The eval matrix in dvc.yaml takes its `suite` list from here (${eval.suites})."""
+class EvalRun(Strict):
+    """The eval group's keys that change an eval stage's outputs (generation, execution, which
+    probes); every eval stage declares exactly these in dvc.yaml."""
+
     max_new_tokens: PosInt
     batch_size: PosInt
     backend: Literal["hf", "vllm"]
@@ -447,11 +482,13 @@ class EvalConfig(Strict):
     and pass@samples by the unbiased estimator."""
     temperature: Annotated[float, Field(ge=0)]
     """Sampling temperature when samples > 1 (ignored for greedy)."""
-    budget: dict[Suite, Annotated[float, Field(ge=0)]]
-    """Largest drop allowed per suite in its judged metric (0.02 = 2 points of pass@1; for
-    perplexity, the rise in loss per token); a bigger drop is `over-budget`."""
-    bootstrap_resamples: PosInt
-    """Resamples for the paired bootstrap CI in summary."""
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    """Nucleus sampling when samples > 1 (1.0: off); greedy ignores it."""
+    top_k: NonNegInt
+    """Top-k sampling when samples > 1 (0: off); greedy ignores it."""
+    repetition_penalty: PosFloat
+    """Applied to greedy and sampled replies alike (1.0: off). Set here, never taken from the
+    checkpoint's generation_config.json (Qwen2.5-Instruct ships 1.05-1.1)."""
     lm_eval: dict[LmEvalSuite, LmEvalTaskConfig]
     """Settings of each lm-evaluation-harness suite (stages/suites/lm_eval_tasks.py)."""
     bigcodebench_timeout_s: PosFloat
@@ -460,26 +497,64 @@ class EvalConfig(Strict):
     bigcodebench_missing_libs: Literal["error", "skip"]
     """BigCodeBench tasks whose libraries are not installed: error (stop, naming them) or
     skip (left out of every variant alike; the count is in the metrics)."""
-    retention: list[Suite]
-    """The suites whose mean change is the forgetting score (Biderman et al. 2024: HellaSwag,
-    ARC-Challenge, WinoGrande); each must also be in `suites` to count."""
 
     @model_validator(mode="after")
-    def _sampling(self) -> EvalConfig:
+    def _sampling(self) -> EvalRun:
         if self.samples > 1 and self.temperature <= 0:
             raise ValueError(f"samples={self.samples} needs temperature > 0; set e.g. "
                              "-S eval.temperature=0.8, or samples=1 for greedy")
         return self
 
 
-class BaseStage(Strict):
+class EvalReport(Strict):
+    """The eval group's keys only summary reads: changing them reruns no eval stage."""
+
+    suites: Annotated[list[Suite], Field(min_length=1)]
+    """The eval matrix in dvc.yaml takes its `suite` list from here (${eval.suites}); an eval
+    stage does not declare it, so adding a suite runs only that suite's stages (and summary)
+    and removing one runs none."""
+    budget: dict[Suite, Annotated[float, Field(ge=0)]]
+    """Largest drop allowed per suite in its judged metric (0.02 = 2 points of pass@1; for
+    perplexity, the rise in loss per token); a bigger drop is `over-budget`."""
+    bootstrap_resamples: PosInt
+    """Resamples for the paired bootstrap CI in summary."""
+    retention: list[Suite]
+    """The suites whose mean change is the forgetting score (Biderman et al. 2024: HellaSwag,
+    ARC-Challenge, WinoGrande); each must also be in `suites` to count."""
+
+
+class EvalConfig(EvalRun, EvalReport):
+    """The whole eval group (conf/eval/)."""
+
+
+class Stage(Strict):
+    """One DVC stage's params. Each field is a top-level key of params.yaml the stage reads;
+    a field typed with a part of its group (EvalRun of `eval`) reads only that part's keys.
+    `declared_params` turns this into the stage's `params:` list in dvc.yaml."""
+
+    # Groups declared key by key in dvc.yaml (one entry per field of the group).
+    split: ClassVar[tuple[str, ...]] = ()
+    # Entries a foreach stage declares per item: sft@<phase> declares only its own phase.
+    per_item: ClassVar[dict[str, str]] = {}
+
+    def input_files(self) -> dict[str, str]:
+        """{param: local path} of every data file the stage reads beyond its dvc.yaml deps'
+        fixed paths; each must lie under one of `input_dirs()`."""
+        return {}
+
+    def input_dirs(self) -> list[str]:
+        """Folders the stage declares as deps in dvc.yaml for the files of `input_files`."""
+        return []
+
+
+class BaseStage(Stage):
     seed: int
     system_prompt: str
     model: ModelConfig
     paths: PathsConfig
 
 
-class CurateStage(Strict):
+class CurateStage(Stage):
     seed: int
     unsafe_execution: bool
     system_prompt: str
@@ -488,37 +563,69 @@ class CurateStage(Strict):
     benchmarks: BenchmarksConfig
     paths: PathsConfig
 
+    def input_files(self) -> dict[str, str]:
+        files = {}
+        for where, sources in [("data.sources", self.data.sources),
+                               ("data.preferences", self.data.preferences),
+                               *((f"data.phases.{i}.sources", phase.sources)
+                                 for i, phase in enumerate(self.data.phases))]:
+            for i, source in enumerate(sources):
+                path = source.path if isinstance(source, SourceConfig) else source.partition("#")[0]
+                if not path.startswith("hf::"):  # hub datasets: pinned by revision instead
+                    files[f"{where}.{i}"] = path
+        if self.data.preference_source:
+            files["data.preference_source"] = self.data.preference_source
+        return files | benchmark_files(self.benchmarks)
 
-class SftStage(Strict):
+    def input_dirs(self) -> list[str]:
+        return [self.paths.sources, EXTERNAL_DIR, BENCHMARKS_DIR]
+
+
+class SftStage(Stage):
     seed: int
     identity: IdentityConfig
     model: ModelConfig
     sft: SftConfig
     paths: PathsConfig
 
+    split = ("sft",)
+    per_item = {"sft.phases": "sft.phases.${key}"}
 
-class DpoStage(Strict):
+
+class DpoStage(Stage):
     seed: int
     model: ModelConfig
     dpo: DpoConfig
     paths: PathsConfig
 
 
-class EvalStage(Strict):
+class EvalStage(Stage):
     seed: int
     unsafe_execution: bool
     system_prompt: str
     identity: IdentityConfig
     model: ModelConfig
-    eval: EvalConfig
+    eval: EvalRun
     benchmarks: BenchmarksConfig
     paths: PathsConfig
 
+    def input_files(self) -> dict[str, str]:
+        return benchmark_files(self.benchmarks)
 
-class SummaryStage(Strict):
+    def input_dirs(self) -> list[str]:
+        return [BENCHMARKS_DIR]
+
+
+class SummaryStage(Stage):
     seed: int
-    eval: EvalConfig
+    eval: EvalReport
     paths: PathsConfig
+
+
+def benchmark_files(benchmarks: BenchmarksConfig) -> dict[str, str]:
+    """Every path under `benchmarks`, whatever its key (suites add their own keys)."""
+    return {f"benchmarks.{key}": path for key, path in flatten(benchmarks.model_dump()).items()
+            if isinstance(path, str)}
 
 
 class Config(Strict):
@@ -545,17 +652,19 @@ def validate(model: type[S], params: dict[str, Any]) -> S:
     try:
         return model.model_validate(params)
     except ValidationError as err:
-        raise ConfigError(format_errors(err)) from None
+        raise ConfigError(format_errors(err, known_keys(model, params))) from None
 
 
-def format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError, known: list[str] | None = None) -> str:
     lines = [f"{err.error_count()} invalid param(s):"]
     seen = set()
     for e in err.errors():
         # pydantic reports each branch of a union separately; drop the branch labels.
         loc = ".".join(str(p) for p in e["loc"] if not _is_branch_label(p))
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or fix its spelling (see the docstrings in stages/config.py)"
+            hint = f"did you mean {nearest_key(loc, known)}? " if known else ""
+            msg = (f"unknown key; {hint}Remove it or fix its spelling (stages/config.py "
+                   "documents every key)")
         elif e["type"] == "missing":
             msg = "missing; add it to the config group in conf/"
         else:
@@ -575,11 +684,79 @@ def _is_branch_label(part: Any) -> bool:
     return isinstance(part, str) and (
         part.startswith(("list[", "dict[", "literal[", "function-", "constrained-"))
         or part in {"str", "int", "float", "bool", "none"}
+        or part in _MODEL_NAMES
     )
 
 
-def read_params(keys: tuple[str, ...], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The top-level `keys` of params.yaml: exactly what the calling stage declares in dvc.yaml."""
+# ---- unknown keys: the nearest known one ------------------------------------------------
+
+# Names users bring from transformers/TRL/PEFT arguments, and what this config calls them.
+ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "max_seq_length": "max_length",
+           "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+           "per_device_train_batch_size": "per_device_batch_size"}
+
+
+def known_keys(model: type[BaseModel], params: Any, prefix: str = "") -> list[str]:
+    """Every dotted key `model` accepts, with the keys of its mappings and lists (sft.phases.
+    main.lr) taken from `params`, in schema order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        value = params.get(name) if isinstance(params, dict) else None
+        for kind, sub in _nested_models(field.annotation):
+            if kind == "model":
+                keys += known_keys(sub, value, f"{key}.")
+            elif kind == "dict" and isinstance(value, dict):
+                for k, v in value.items():
+                    keys += [f"{key}.{k}"] + known_keys(sub, v, f"{key}.{k}.")
+            elif kind == "list" and isinstance(value, list):
+                for i, v in enumerate(value):
+                    keys += known_keys(sub, v, f"{key}.{i}.")
+    return list(dict.fromkeys(keys))
+
+
+def _nested_models(annotation: Any, kind: str = "model") -> list[tuple[str, type[BaseModel]]]:
+    """(how it nests, model) for every pydantic model inside a field's type."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(kind, annotation)]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _nested_models(args[0], kind)
+    if origin is dict:
+        return _nested_models(args[1], "dict")
+    if origin is list:
+        return _nested_models(args[0], "list")
+    if origin in (Union, types.UnionType):
+        return [m for a in args for m in _nested_models(a, kind)]
+    return []
+
+
+def nearest_key(unknown: str, known: list[str]) -> str:
+    """The known key `unknown` most likely meant: a sibling spelt alike (sft.lora.rank ->
+    sft.lora.r), else the same name elsewhere in its group (sft.learning_rate ->
+    sft.phases.main.lr), else the least unlike sibling."""
+    parent, _, leaf = unknown.rpartition(".")
+    leaf = ALIASES.get(leaf, leaf)
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.75)
+    if close:
+        return siblings[close[0]]
+    group = unknown.split(".")[0]
+    same = [k for k in known if k.rpartition(".")[2] == leaf and k.split(".")[0] == group]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0)
+    if close:
+        return siblings[close[0]]
+    return (difflib.get_close_matches(unknown, known, n=1, cutoff=0) or ["<none>"])[0]
+
+
+# ---- reading params.yaml -------------------------------------------------------------------
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """The whole of params.yaml."""
     if not path.exists():
         raise ConfigError(
             f"{path} not found; run stages from the repo root, or create it with "
@@ -587,12 +764,78 @@ def read_params(keys: tuple[str, ...], path: Path = PARAMS_FILE) -> dict[str, An
         )
     with path.open(encoding="utf-8") as f:
         params = yaml.safe_load(f) or {}
-    missing = [k for k in keys if k not in params]
-    if missing:
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} is not a mapping; regenerate it with `python -m stages.compose`")
+    return params
+
+
+def stage_params(model: type[Stage], params: dict[str, Any]) -> dict[str, Any]:
+    """The part of the whole `params` that `model` declares: its top-level keys, and of a
+    group it reads in part (EvalRun of `eval`) only that part's keys."""
+    out = {}
+    for name, field in model.model_fields.items():
+        value = params.get(name)
+        part = field.annotation
+        if _is_part(model, name) and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k in part.model_fields}
+        out[name] = value
+    return out
+
+
+def _is_part(model: type[Stage], name: str) -> bool:
+    part, whole = model.model_fields[name].annotation, Config.model_fields[name].annotation
+    return part is not whole and isinstance(part, type) and issubclass(part, BaseModel)
+
+
+def declared_params(model: type[Stage]) -> list[str]:
+    """The stage's `params:` entries in dvc.yaml, in field order."""
+    entries = []
+    for name, field in model.model_fields.items():
+        if _is_part(model, name) or name in model.split:
+            entries += [f"{name}.{k}" for k in field.annotation.model_fields]
+        else:
+            entries.append(name)
+    return [model.per_item.get(e, e) for e in entries]
+
+
+def refuse_untracked_inputs(cfg: Stage, root: Path) -> None:
+    """Stop before any work when the stage would read a local file that none of its DVC deps
+    tracks: editing such a file would leave its outputs stale without a word."""
+    dirs = [os.path.normpath(root / d) for d in cfg.input_dirs()]
+    outside = {where: path for where, path in cfg.input_files().items()
+               if not any(os.path.commonpath([os.path.normpath(root / path), d]) == d
+                          for d in dirs)}
+    if outside:
+        listed = "\n".join(f"  {where}: {path}" for where, path in outside.items())
         raise ConfigError(
-            f"{path} lacks {missing}; regenerate it with `python -m stages.compose`"
+            f"{len(outside)} input file(s) outside the folders dvc.yaml tracks for this stage "
+            f"({', '.join(cfg.input_dirs())}):\n{listed}\n"
+            f"Editing them would not rerun the stage. Copy your data files into {EXTERNAL_DIR}/ "
+            f"and benchmark files into {BENCHMARKS_DIR}/ (commit them), then point the params "
+            "at the new paths; hub datasets go in as `hf::OWNER/NAME` with a pinned revision."
         )
-    return {k: params[k] for k in keys}
+
+
+def load(model: type[S], path: Path = PARAMS_FILE) -> S:
+    """Read params.yaml, validate all of it (a key no stage knows is an error), and return the
+    part `model` declares, after refusing input files no DVC dep of the stage tracks."""
+    params = read_params(path)
+    validate(Config, params)
+    cfg = validate(model, stage_params(model, params) if issubclass(model, Stage) else
+                   {k: params.get(k) for k in model.model_fields})
+    if isinstance(cfg, Stage):
+        refuse_untracked_inputs(cfg, path.resolve().parent)
+    return cfg
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf} for every leaf of nested mappings."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
 
 
 def run_stage(main, *args) -> None:
@@ -607,6 +850,15 @@ def run_stage(main, *args) -> None:
         sys.exit(1)
 
 
-def load(model: type[S], path: Path = PARAMS_FILE) -> S:
-    """Read and validate one stage's params from params.yaml."""
-    return validate(model, read_params(tuple(model.model_fields), path))
+def main(path: Path = PARAMS_FILE) -> None:
+    """The `params` stage: dvc.yaml gives it params.yaml itself as a dep, so any change to the
+    file (also a key no stage declares, which would otherwise rerun nothing) validates it."""
+    validate(Config, read_params(path))
+    print(f"{path}: every key known, every value valid")
+
+
+_MODEL_NAMES = {cls.__name__ for cls in list(globals().values())
+                if isinstance(cls, type) and issubclass(cls, BaseModel)}
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -84,7 +84,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def qwen2_config(arch: ArchConfig, tokenizer=None):
-    from transformers import Qwen2Config
+    """The transformers config of `arch`: Qwen2Config, or Qwen3Config for model_type qwen3."""
+    from transformers import Qwen2Config, Qwen3Config
 
     special = {}
     if tokenizer is not None:
@@ -93,7 +94,12 @@ def qwen2_config(arch: ArchConfig, tokenizer=None):
             "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.convert_tokens_to_ids(ENDOFTEXT),
         }
-    return Qwen2Config(
+    if arch.model_type == "qwen3":
+        special["head_dim"] = arch.head_dim or arch.hidden_size // arch.num_heads
+    elif arch.head_dim not in (None, arch.hidden_size // arch.num_heads):
+        raise ConfigError(f"model.arch.head_dim={arch.head_dim}: Qwen2 heads are hidden_size / "
+                          f"num_heads = {arch.hidden_size // arch.num_heads}; set head_dim: null")
+    return (Qwen3Config if arch.model_type == "qwen3" else Qwen2Config)(
         vocab_size=arch.vocab_size,
         hidden_size=arch.hidden_size,
         num_hidden_layers=arch.num_layers,
@@ -140,6 +146,41 @@ def load_tokenizer(base_dir: Path):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def require_training_template(tokenizer, where: str) -> None:
+    """Stop unless assistant-only loss can mask this tokenizer's chat template: it has
+    {% generation %} markers, or TRL knows a training variant of it (TRL matches the template
+    byte for byte against its copies of the official ones; one byte off and it cannot)."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tokenizer.chat_template):
+        return
+    try:
+        get_training_chat_template(tokenizer)
+    except ValueError:
+        raise ConfigError(
+            f"the chat template of {where} (models/base/chat_template.jinja) has no "
+            "{% generation %} markers and TRL has no training variant of it (it matches none of "
+            "TRL's copies of official templates byte for byte), so sft cannot put the loss on "
+            "the assistant's replies only. Write a copy of that template with {% generation %}"
+            "...{% endgeneration %} around each assistant reply and its end token (TRL's "
+            "trl/chat_templates/*_training.jinja show how) and set "
+            "-S model.chat_template=PATH/TO/template.jinja: the base stage installs it, and "
+            "training, perplexity and generation use it"
+        ) from None
+
+
+def install_chat_template(tokenizer, path: str) -> str:
+    """Replace the tokenizer's chat template with the file at `path`; returns its sha256."""
+    from stages.io import sha256_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"model.chat_template={path}: no such file; point it at a "
+                                ".jinja chat template")
+    tokenizer.chat_template = file.read_text(encoding="utf-8")
+    return sha256_file(file)
 
 
 def require_cuda_for_4bit() -> None:

@@ -1,6 +1,7 @@
 """report: a markdown pull-request report from the files in git alone.
 
-Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json and every plot TSV
+Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json, the cost files
+        (metrics/cost/*/*.json, training metrics), the per-probe files and every plot TSV
         (metrics/**/plots/metrics/**/*.tsv) at two revisions: --base through `git show`,
         --head the same way or, by default, from the working tree
 Writes  report.md (--out) and one PNG per plot in report_images/ (--images; default
@@ -13,9 +14,13 @@ working tree, committed or not, so a report made before `git commit` shows what 
 will hold (a note lists uncommitted metrics). No DVC cache, remote or GPU is needed: every
 file read is small and committed.
 
-Sections, in order: capability (regressed and over-budget rows first), params diff, stages
-rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots (base
-and head curves in one axes), commands to reproduce.
+Sections, in order: capability (over-budget, inconclusive and regressed rows first), the
+replies that flipped against the base model (from the DVC-cached per-probe files, where the
+workspace or the local cache has them), cost (timings and memory, no verdicts), params diff,
+stages rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots
+(base and head curves in one axes), commands to reproduce.
+
+    python -m stages.report --flips knowledge    # every flipped knowledge probe, to stdout
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ from stages.compose import flatten
 from stages.config import run_stage
 from stages.io import atomic_write_text
 
-FLAGGED = ("over-budget", "regressed")  # worst first; every other verdict sorts after them
+# worst first; every other verdict sorts after them. inconclusive: the probes cannot tell
+# whether the drop is within budget, which a reviewer must know before merging.
+FLAGGED = ("over-budget", "inconclusive", "regressed")
+# What running costs (machine-dependent): shown apart from capability, without verdicts.
+COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
+FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
+EVAL_COST = re.compile(r"cost/(?P<variant>[^/]+)/(?P<suite>[^/]+)\.json")
 # dvclive's layout under the metrics dir: <stage>/plots/metrics/<name>.tsv, where the stage
 # part may be nested (sft/<phase>) and the name has folders (train/loss).
 PLOT_TSV = re.compile(r"(?P<stage>.+)/plots/metrics/(?P<name>.+)\.tsv")
@@ -51,11 +62,18 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
     parser.add_argument("--head", help="revision to report on (default: the working tree)")
     parser.add_argument("--out", type=Path, default=Path("report.md"))
     parser.add_argument("--images", type=Path, help="PNG folder (default: <out stem>_images/)")
+    parser.add_argument("--flips", metavar="SUITE",
+                        help="print every probe of SUITE whose outcome flipped against the base "
+                        "model at --head (prompt and both replies), and nothing else")
     args = parser.parse_args(argv)
 
     repo = repo_root(repo)
-    base = resolve(repo, args.base or default_base(repo))
     head = resolve(repo, args.head)
+    if args.flips:
+        text = flips_text(head, snapshot(head), args.flips, cap=None)
+        print(text)
+        return text
+    base = resolve(repo, args.base or default_base(repo))
     old, new = snapshot(base), snapshot(head)
     images = args.images or args.out.with_name(f"{args.out.stem}_images")
     plots = draw_plots(old["plots"], new["plots"], images, (f"base: {base.name}",
@@ -64,6 +82,8 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
     text = "\n\n".join([
         header(base, head, uncommitted(head, new["metrics"])),
         capability_section(old["summary"], new["summary"], base),
+        replies_section(head, new),
+        cost_section(old["cost"], new["cost"]),
         params_section(old["params"], new["params"]),
         stages_section(old["lock"], new["lock"]),
         data_card_section(old["curate"], new["curate"]),
@@ -162,6 +182,7 @@ def snapshot(rev: Revision) -> dict:
             "lock": load(rev, "dvc.lock").get("stages", {}),
             "summary": load(rev, f"{metrics}/summary.json", required=True),
             "curate": load(rev, f"{metrics}/curate.json").get("curate", {}),
+            "cost": read_cost(rev, metrics),
             "plots": read_plots(rev, metrics)}
 
 
@@ -203,16 +224,19 @@ def header(base: Revision, head: Revision, dirty: list[str]) -> str:
 def capability_section(old: dict, new: dict, base: Revision) -> str:
     judged = judged_rows(old, new)
     # suite metric, variant: verdict, Δ [CI]
-    flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[7]}, Δ {c[5]}" for v, c in judged if v in FLAGGED]
+    flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[8]}, Δ {c[5]} on {c[6]} probes" for v, c in judged
+               if v in FLAGGED]
     other = [(suite, metric, row) for suite, metrics in new.items()
              for metric, row in metrics.items() if not judged_variants(row)]
     return "\n\n".join([
         "## Capability",
-        "### Flagged\n\n" + ("\n".join(flagged) or "None: no variant regressed or went over "
-                                                   "budget."),
-        f"Δ: variant minus base model on the same probes, with its 95% CI; p: exact McNemar "
-        f"(pass/fail suites); since base: the variant's value now minus at {base.label}.",
-        table(["suite", "metric", "variant", "base model", "value", "Δ [95% CI]", "p",
+        "### Flagged\n\n" + ("\n".join(flagged) or "None: no variant went over budget, was "
+                                                   "inconclusive or regressed."),
+        f"Δ: variant minus base model on the same n probes, with its 95% CI; p: exact McNemar "
+        f"(pass/fail suites); inconclusive: the CI reaches past the budget, and the verdict "
+        f"says how many probes would resolve it; since base: the variant's value now minus at "
+        f"{base.label}.",
+        table(["suite", "metric", "variant", "base model", "value", "Δ [95% CI]", "n", "p",
                "verdict", "since base"], [cells for _, cells in judged]),
         "### Other metrics (no verdict): value (Δ vs base model)",
         other_table(other)])
@@ -224,18 +248,21 @@ def judged_variants(row: dict) -> list[str]:
 
 def judged_rows(old: dict, new: dict) -> list[tuple[str, list[str]]]:
     """(verdict, table cells) per judged suite, metric and variant: over-budget first, then
-    regressed, then the rest, each in summary.json's order (the sort is stable)."""
+    inconclusive, regressed, then the rest, each in summary.json's order (a stable sort)."""
     rows = []
     for suite, metrics in new.items():
         for metric, row in metrics.items():
             for v in judged_variants(row):
                 before = old.get(suite, {}).get(metric, {}).get(v)
                 verdict = row[f"{v}_verdict"]
+                shown = f"**{verdict}**" if verdict in FLAGGED else verdict
+                if row.get(f"{v}_probes_needed"):
+                    shown += f" (~{row[f'{v}_probes_needed']} probes would tell)"
                 rows.append((verdict, [
                     f"`{suite}`", metric, v, num(row["base"]), num(row[v]),
                     f"{signed(row[f'{v}_delta'])} [{num(row[f'{v}_ci95_low'])}, "
-                    f"{num(row[f'{v}_ci95_high'])}]", num(row.get(f"{v}_p")),
-                    f"**{verdict}**" if verdict in FLAGGED else verdict,
+                    f"{num(row[f'{v}_ci95_high'])}]", num(row.get(f"{v}_n")),
+                    num(row.get(f"{v}_p")), shown,
                     "new" if before is None else signed(row[v] - before)]))
     return sorted(rows, key=lambda r: FLAGGED.index(r[0]) if r[0] in FLAGGED else len(FLAGGED))
 
@@ -247,6 +274,116 @@ def other_table(rows: list[tuple[str, str, dict]]) -> str:
         [f"`{suite}`", metric, num(row["base"]), *(
             f"{num(row[v])} ({signed(row[f'{v}_delta'])})" if f"{v}_delta" in row else "–"
             for v in variants)] for suite, metric, row in rows])
+
+
+def read_cost(rev: Revision, metrics: str) -> dict[str, dict[str, float]]:
+    """{what: {cost key: value}}: each eval's cost/<variant>/<suite>.json ("eval sft/code")
+    and the timings and memory in the training metrics (base, sft phases, dpo)."""
+    cost = {}
+    for path in list_files(rev, f"{metrics}/cost"):
+        match = EVAL_COST.fullmatch(path.removeprefix(f"{metrics}/"))
+        if match:
+            data = load(rev, path).get(match["suite"], {})
+            cost[f"eval {match['variant']}/{match['suite']}"] = data
+    for stage, data in [("base", load(rev, f"{metrics}/base.json").get("base", {})),
+                        ("dpo", load(rev, f"{metrics}/dpo.json").get("dpo", {}))]:
+        cost[stage] = data
+    for path in list_files(rev, f"{metrics}/sft"):
+        if path.endswith(".json") and "/plots/" not in path:
+            phase = Path(path).stem
+            cost[f"sft {phase}"] = load(rev, path).get("sft", {}).get(phase, {})
+    return {what: {k: v for k, v in data.items() if k in COST_KEYS and v is not None}
+            for what, data in cost.items() if any(k in COST_KEYS for k in data)}
+
+
+def cost_section(old: dict, new: dict) -> str:
+    """Timings and memory: they change from machine to machine, so no verdicts, and never in
+    the capability table."""
+    keys = [k for k in COST_KEYS if any(k in data for data in new.values())]
+    rows = [[what, *(cost_cell(old.get(what, {}).get(k), data.get(k)) for k in keys)]
+            for what, data in new.items()]
+    body = table(["", *keys], rows) if rows else "No cost figures."
+    return ("## Cost (machine-dependent: head, and base in parentheses; no verdicts)\n\n"
+            + body)
+
+
+def cost_cell(before: float | None, after: float | None) -> str:
+    if after is None:
+        return "–"
+    return num(after) + (f" ({num(before)})" if before is not None else "")
+
+
+def replies_section(head: Revision, snap: dict) -> str:
+    """The probes whose outcome flipped against the base model, with both replies."""
+    parts = ["## Replies that flipped (base model → variant)",
+             f"At most {FLIPS_SHOWN} per suite, variant and direction; "
+             "`python -m stages.report --flips SUITE` shows all of them."]
+    for suite in snap["params"].get("eval", {}).get("suites", []):
+        parts.append(flips_text(head, snap, suite, cap=FLIPS_SHOWN))
+    return "\n\n".join(parts)
+
+
+def flips_text(head: Revision, snap: dict, suite: str, cap: int | None) -> str:
+    variants = ("base", "sft", "dpo")
+    tasks, missing = {}, []
+    for v in variants:
+        path = f"{snap['metrics']}/tasks/{v}/{suite}.jsonl"
+        rows = read_tasks(head, path)
+        if rows is None:
+            missing.append(path)
+        else:
+            tasks[v] = rows
+    title = f"### `{suite}`"
+    if missing:
+        return (f"{title}\n\nPer-probe replies not available ({', '.join(missing)}: DVC-cached "
+                "outputs, in neither the workspace nor the local DVC cache; `dvc pull` or "
+                "`dvc repro` brings them).")
+    base = {r["id"]: r for r in tasks["base"] if isinstance(r.get("passed"), bool)}
+    if not base:
+        return f"{title}\n\nNo pass/fail outcomes to flip (graded or loss-based suite)."
+    lines = [title]
+    for v in variants[1:]:
+        other = {r["id"]: r for r in tasks[v]}
+        lost = [i for i in base if base[i]["passed"] and i in other and not other[i]["passed"]]
+        gained = [i for i in base if not base[i]["passed"] and i in other and other[i]["passed"]]
+        lines.append(f"**{v}**: {len(lost)} lost (base passed, {v} failed), {len(gained)} "
+                     "gained.")
+        for label, ids in ((f"lost by {v}", lost), (f"gained by {v}", gained)):
+            for i in ids[:cap]:
+                lines.append(flip_block(i, label, base[i], other[i], v))
+            if cap is not None and len(ids) > cap:
+                lines.append(f"... and {len(ids) - cap} more {label}.")
+    return "\n\n".join(lines)
+
+
+def flip_block(pid: str, label: str, base: dict, other: dict, variant: str) -> str:
+    def quote(text: str) -> str:
+        return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> "
+    return "\n".join([
+        f"<details><summary><code>{pid}</code> ({label})</summary>", "",
+        "Prompt:", quote(base.get("prompt", "")), "",
+        f"Base model ({base.get('detail', '')}):", quote(base.get("reply", "")), "",
+        f"{variant} ({other.get('detail', '')}):", quote(other.get("reply", "")), "",
+        "</details>"])
+
+
+def read_tasks(rev: Revision, path: str) -> list[dict] | None:
+    """A per-probe file where it is: the workspace (for the working tree), else the DVC cache
+    (the md5 dvc.lock records at that revision); None when neither has it."""
+    text = None
+    if rev.ref is None and (rev.repo / path).is_file():
+        text = (rev.repo / path).read_text(encoding="utf-8")
+    else:
+        try:
+            import dvc.api
+
+            text = dvc.api.read(path, repo=str(rev.repo), rev=rev.sha if rev.ref else None,
+                                encoding="utf-8")
+        except Exception:  # not in the cache or no remote: the report says so instead
+            text = None
+    if text is None:
+        return None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def params_section(old: dict, new: dict) -> str:

@@ -10,7 +10,8 @@ Many    accelerate launch --config_file configs/accelerate/ddp.yaml -m stages.sf
 
 sft=lora | dora | qlora (a 4-bit NF4 base, CUDA only: without CUDA it stops before loading
 anything). The loss is on the assistant's tokens only (TRL's assistant_only_loss with the chat
-template's generation markers), with or without packing. A phase continues the adapter of the
+template's generation markers, or TRL's training variant of a known official template), with
+or without packing; a template with neither stops the stage before the model is loaded. A phase continues the adapter of the
 phase before it (anchor -> generalize -> calibrate).
 
 A killed run started again with the same params resumes from its last checkpoint, kept under
@@ -34,6 +35,7 @@ from stages.modeling import (
     load_tokenizer,
     read_base_json,
     require_cuda_for_4bit,
+    require_training_template,
 )
 from stages.training import (
     SFT_MEMORY_KNOBS,
@@ -95,6 +97,8 @@ def train_phase(cfg: SftStage, name: str) -> dict:
                         "-S data.val_ratio=0.1 (or -S sft.eval_steps=null)")
 
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    base = read_base_json(cfg.paths.model_dir("base"))
+    require_training_template(tokenizer, base["local_dir"] or base["hub_id"] or "the tiny model")
     model = policy(cfg, phase)
     checkpoints = checkpoint_dir(cfg.paths.checkpoints, f"sft-{name}",
                                  fingerprint(cfg, name, train_file, val_file, processes))

@@ -1,19 +1,22 @@
 """summary: every variant against base, metric by metric and probe by probe.
 
-Reads   params seed, eval, paths; metrics/eval/<variant>/<suite>.json and .tasks.jsonl
-Writes  metrics/summary.json, metrics/capability/<variant>.json (each judged score of one
-        variant, for `dvc plots show` / `dvc plots diff` as horizontal bars)
+Reads   params seed, eval.suites, eval.budget, eval.bootstrap_resamples, paths;
+        metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl
+Writes  metrics/summary.json (capability only: no timings), metrics/capability/<variant>.json
+        (each judged score of one variant, for `dvc plots show` / `dvc plots diff` as
+        horizontal bars)
 Run     dvc repro summary   (or: python -m stages.summary)
 
-For every suite metric: each variant's value and its delta against base. For the metric
-each suite is judged by (code pass@1, identity consistency, knowledge accuracy, perplexity
-loss per domain), the probes are paired with base: a bootstrap 95% CI of the delta, an exact
-McNemar p-value for pass/fail suites, and a verdict against eval.budget:
-improved, regressed, within-noise or over-budget.
+For every suite metric: each variant's value and its delta against base. For each judged
+metric (the rows' `metric`), the probes are paired with base by id and judged the same way
+whatever the suite: pass/fail outcomes get an exact CI and McNemar p, grades a paired
+t-interval, losses a token-weighted paired bootstrap (stages/stats.py); then a verdict
+against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
 
-    {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05,
+    {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05, "sft_n": 20,
                          "sft_ci95_low": -0.15, "sft_ci95_high": 0.0, "sft_p": 0.5,
-                         "sft_verdict": "over-budget", ...}}}
+                         "sft_mdd": 0.3, "sft_verdict": "inconclusive",
+                         "sft_probes_needed": 300, ...}}}
 """
 
 from __future__ import annotations
@@ -24,51 +27,48 @@ from typing import get_args
 
 from stages.config import SummaryStage, Variant, load, run_stage
 from stages.io import read_jsonl, write_json
-from stages.stats import mcnemar_exact, paired_delta, verdict
+from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
-# suite -> (metric judged, per-task field, higher is better)
-JUDGED = {"code": ("pass@1", "passed", True), "identity": ("consistency", "passed", True),
-          "knowledge": ("accuracy", "passed", True), "humaneval+": ("pass@1", "passed", True),
-          "mbpp+": ("pass@1", "passed", True), "dimensions": ("score", "passed", True)}
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
 
 
 def main(cfg: SummaryStage | None = None) -> dict:
     cfg = cfg or load(SummaryStage)
-    results = {v: {s: read_suite(cfg, v, s) for s in cfg.eval.suites} for v in VARIANTS}
     summary = {}
     for suite in cfg.eval.suites:
-        summary[suite] = compare({v: results[v][suite][0] for v in VARIANTS})
-        for metric, outcomes in paired_outcomes(suite, {v: results[v][suite][1]
-                                                        for v in VARIANTS}).items():
-            higher_is_better = JUDGED[suite][2] if suite in JUDGED else False
-            row = summary[suite][metric]
+        results = {v: read_suite(cfg, v, suite) for v in VARIANTS}
+        summary[suite] = compare({v: results[v][0] for v in VARIANTS})
+        for metric, by_variant in pair_rows(suite, {v: results[v][1] for v in VARIANTS}).items():
+            row = summary[suite].setdefault(metric, {})
             for variant in VARIANTS[1:]:
-                row.update(judge(variant, outcomes["base"], outcomes[variant],
-                                 cfg.eval.budget.get(suite), higher_is_better,
-                                 cfg.eval.bootstrap_resamples, cfg.seed))
+                row.update(judge(variant, by_variant["base"], by_variant[variant],
+                                 cfg.eval.budget.get(suite), cfg))
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
     for variant in VARIANTS:
         write_json(Path(cfg.paths.metrics) / "capability" / f"{variant}.json",
                    capability_bars(summary, variant))
     for suite, metrics in summary.items():
         for name, row in metrics.items():
-            print(f"{suite:>10} {name:<16} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+            if judged(row):
+                print(f"{suite:>10} {name:<16} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return summary
 
 
 def capability_bars(summary: dict, variant: str) -> list[dict]:
-    """One bar per judged score (all in [0, 1], higher is better) of `variant`."""
-    return [{"metric": f"{suite} {JUDGED[suite][0]}",
-             "value": summary[suite][JUDGED[suite][0]][variant]}
-            for suite in summary if suite in JUDGED]
+    """One bar per judged score in [0, 1] of `variant` (losses are not on that scale)."""
+    return [{"metric": f"{suite} {metric}", "value": row[variant]}
+            for suite, metrics in summary.items() for metric, row in metrics.items()
+            if judged(row) and not metric.endswith("_loss")]
+
+
+def judged(row: dict) -> bool:
+    return f"{VARIANTS[1]}_verdict" in row
 
 
 def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[dict]]:
-    base = Path(cfg.paths.metrics) / "eval" / variant
-    path, tasks = base / f"{suite}.json", base / f"{suite}.tasks.jsonl"
+    path, tasks = cfg.paths.eval_file(variant, suite), cfg.paths.tasks_file(variant, suite)
     if not path.exists() or not tasks.exists():
         raise FileNotFoundError(f"{path} or its tasks file is missing; run `dvc repro eval` first")
     return json.loads(path.read_text(encoding="utf-8"))[suite], read_jsonl(tasks)
@@ -95,38 +95,56 @@ def compare(by_variant: dict[str, dict]) -> dict:
     return out
 
 
-def paired_outcomes(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
-    """{judged metric: {variant: per-probe outcomes in base's probe order}}."""
-    if suite in JUDGED:
-        metric, field, _ = JUDGED[suite]
-        keyed = {v: {probe_key(t): t[field] for t in rows} for v, rows in tasks.items()}
+def pair_rows(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]:
+    """{judged metric: {variant: its rows in base's id order}}: every variant must have been
+    scored on exactly base's probes."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for metric in dict.fromkeys(r["metric"] for r in tasks["base"]):
+        keyed = {}
+        for v, rows in tasks.items():
+            keyed[v] = {}
+            for r in rows:
+                if r["metric"] == metric:
+                    if r["id"] in keyed[v]:
+                        raise ValueError(f"{suite}: {v} has probe id {r['id']!r} twice; rerun eval")
+                    keyed[v][r["id"]] = r
         order = list(keyed["base"])
         for v in VARIANTS[1:]:
             if set(keyed[v]) != set(order):
-                raise ValueError(f"{suite}: {v} was scored on other probes than base; rerun eval")
-        return {metric: {v: [keyed[v][k] for k in order] for v in VARIANTS}}
-    out = {}
-    domains = sorted({t["domain"] for t in tasks["base"]})
-    for domain in domains:
-        keyed = {v: {probe_key(t): t["loss"] for t in rows if t["domain"] == domain}
-                 for v, rows in tasks.items()}
-        order = list(keyed["base"])
-        out[f"{domain}_loss"] = {v: [keyed[v][k] for k in order] for v in VARIANTS}
+                missing = sorted(set(order) - set(keyed[v]))[:3]
+                extra = sorted(set(keyed[v]) - set(order))[:3]
+                raise ValueError(f"{suite} {metric}: {v} was scored on other probes than base "
+                                 f"(missing {missing}, extra {extra}); rerun eval")
+        out[metric] = {v: [keyed[v][k] for k in order] for v in VARIANTS}
     return out
 
 
-def probe_key(task: dict) -> str:
-    return str(task.get("task_id") or task.get("query") or task.get("question"))
+def paired(base: list[dict], other: list[dict], cfg: SummaryStage) -> tuple[Paired, bool]:
+    """The paired statistic that fits the rows' outcome, and whether higher is better."""
+    if "nats" in base[0]:
+        return paired_weighted([r["nats"] for r in base], [r["nats"] for r in other],
+                               [r["tokens"] for r in base], cfg.eval.bootstrap_resamples,
+                               cfg.seed), False
+    field = "score" if "score" in base[0] else "passed"
+    values = [r[field] for r in base + other]
+    if all(isinstance(x, bool) for x in values):
+        return paired_pass([r[field] for r in base], [r[field] for r in other]), True
+    return paired_graded([float(r[field]) for r in base],
+                         [float(r[field]) for r in other]), True
 
 
-def judge(variant: str, base: list, other: list, budget: float | None, higher_is_better: bool,
-          resamples: int, seed: int) -> dict:
-    delta, low, high = paired_delta([float(x) for x in base], [float(x) for x in other],
-                                    resamples, seed)
-    row = {f"{variant}_ci95_low": round(low, 4), f"{variant}_ci95_high": round(high, 4)}
-    if all(isinstance(x, bool) for x in base + other):
-        row[f"{variant}_p"] = round(mcnemar_exact(base, other), 4)
-    row[f"{variant}_verdict"] = verdict(delta, low, high, budget, higher_is_better)
+def judge(variant: str, base: list[dict], other: list[dict], budget: float | None,
+          cfg: SummaryStage) -> dict:
+    stat, higher_is_better = paired(base, other, cfg)
+    row = {f"{variant}_n": stat.n, f"{variant}_ci95_low": round(stat.low, 4),
+           f"{variant}_ci95_high": round(stat.high, 4)}
+    if stat.p is not None:
+        row[f"{variant}_p"] = round(stat.p, 4)
+    if stat.mdd is not None:
+        row[f"{variant}_mdd"] = round(stat.mdd, 4)
+    row[f"{variant}_verdict"] = verdict(stat.low, stat.high, budget, higher_is_better)
+    if row[f"{variant}_verdict"] == "inconclusive":
+        row[f"{variant}_probes_needed"] = probes_needed(stat, budget)
     return row
 
 

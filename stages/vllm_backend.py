@@ -46,10 +46,11 @@ class VllmModel:
                        dtype=dtype, seed=seed, **lora)
         self.lora = LoRARequest(variant, 1, str(adapter)) if adapter else None
 
-    def generate(self, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-                 desc: str, cost, temperature: float | None, seed: int) -> list[str]:
-        """Replies in input order; greedy unless `temperature`. vLLM batches the requests
-        itself (continuous batching), so eval.batch_size does not apply."""
+    def generate(self, tokenizer, conversations: list[list[dict]], decoding, desc: str, cost,
+                 seed: int) -> list[str]:
+        """Replies in input order, decoded as `decoding` (a stages.generate.Decoding) says.
+        vLLM batches the requests itself (continuous batching), so eval.batch_size does not
+        apply."""
         from vllm import SamplingParams
 
         from stages.generate import chat_prompts
@@ -60,19 +61,22 @@ class VllmModel:
 
         def params(max_tokens: int, request: int) -> SamplingParams:
             # A seed per request: eval.samples repeats each prompt, and one seed for all would
-            # draw the same sample each time. Stop at the tokenizer's end token only, as the
-            # transformers path does: with ignore_eos, vLLM leaves out generation_config's
-            # other end tokens.
-            return SamplingParams(n=1, temperature=temperature or 0.0, seed=seed + request,
-                                  max_tokens=max_tokens, ignore_eos=True,
-                                  stop_token_ids=[tokenizer.eos_token_id])
+            # draw the same sample each time. Every knob explicit, as on the transformers
+            # path; ignore_eos with stop_token_ids: the checkpoint's end tokens, all of them,
+            # and no others. vLLM's top_k -1 is "off" (0 here).
+            return SamplingParams(
+                n=1, temperature=decoding.temperature if decoding.do_sample else 0.0,
+                top_p=decoding.top_p, top_k=decoding.top_k or -1,
+                repetition_penalty=decoding.repetition_penalty, seed=seed + request,
+                max_tokens=max_tokens, ignore_eos=True,
+                stop_token_ids=list(decoding.end_token_ids))
 
         began = time.perf_counter()
         self.llm.generate(prompts[:1], [params(1, 0)], lora_request=self.lora, use_tqdm=False)
         cost.ttft_s = time.perf_counter() - began
         began = time.perf_counter()
         print(f"{desc}: {len(prompts)} prompts to vLLM")
-        outputs = self.llm.generate(prompts, [params(max_new_tokens, i)
+        outputs = self.llm.generate(prompts, [params(decoding.max_new_tokens, i)
                                               for i in range(len(prompts))],
                                     lora_request=self.lora)
         cost.seconds += time.perf_counter() - began

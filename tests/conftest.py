@@ -47,9 +47,10 @@ def tiny_params(root: Path) -> dict:
 
 
 def stage_cfg(model, params: dict):
-    from stages.config import validate
+    """The stage's part of the whole `params`, validated, as `stages.config.load` reads it."""
+    from stages.config import stage_params, validate
 
-    return validate(model, {k: params[k] for k in model.model_fields})
+    return validate(model, stage_params(model, params))
 
 
 @pytest.fixture(scope="session")

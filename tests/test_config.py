@@ -4,6 +4,8 @@ stage with one message naming the key and the fix."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from stages.config import (
     SftStage,
     SummaryStage,
     load,
+    stage_params,
     validate,
 )
 
@@ -39,7 +42,7 @@ def options(group: str) -> list[str]:
 
 def test_committed_params_yaml_is_the_composition_of_conf():
     assert (REPO / "params.yaml").read_text(encoding="utf-8") == compose.compose([])
-    assert compose.main(["--check"]) == 0
+    assert compose.params_problem(compose.compose([]), REPO / "params.yaml") is None
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -88,11 +91,10 @@ def test_mix_arm_adds_500_general_rows_per_language():
         "identity.jsonl#232", "general_zh.jsonl#500", "general_en.jsonl#500"]
 
 
-def test_check_names_the_keys_of_a_stale_params_file(tmp_path, capsys):
+def test_check_names_the_keys_of_a_stale_params_file(tmp_path):
     stale = tmp_path / "params.yaml"
     stale.write_text(compose.compose(["sft.lora.r=16", "dpo.beta=0.3"]), encoding="utf-8")
-    assert compose.main(["--check", "--out", str(stale)]) == 1
-    err = capsys.readouterr().err
+    err = compose.params_problem(compose.compose([]), stale)
     assert "dpo.beta" in err and "sft.lora.r" in err and "python -m stages.compose" in err
 
 
@@ -103,18 +105,54 @@ def test_compose_writes_overrides_like_dvc_exp_run(tmp_path):
 
 
 def test_dvc_yaml_declares_exactly_the_params_each_stage_reads():
+    assert compose.dvc_yaml_problems(repo_params()) == []
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    models = {"base": BaseStage, "curate": CurateStage, "sft": SftStage, "dpo": DpoStage,
-              "eval": EvalStage, "summary": SummaryStage}
-    for name, model in models.items():
-        stage = stages[name].get("do", stages[name])  # sft is a foreach over its phases
-        declared = [p.split(".")[0] for p in stage["params"]]
-        assert list(dict.fromkeys(declared)) == list(model.model_fields), name
     # sft@<phase> declares every sft key, but of sft.phases only its own phase
     sft_keys = [p.removeprefix("sft.") for p in stages["sft"]["do"]["params"]
                 if p.startswith("sft.")]
     assert sorted(sft_keys) == sorted(f if f != "phases" else "phases.${key}"
                                       for f in SftConfig.model_fields)
+
+
+def test_eval_stages_declare_no_key_only_summary_reads():
+    """Budgets, resampling and the suite list are summary's: an eval stage that declared them
+    would rerun (GPU hours on a real model) for a number only summary computes."""
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["eval"]["params"]
+    assert {"eval", "eval.suites", "eval.budget", "eval.bootstrap_resamples"}.isdisjoint(declared)
+    summary = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["summary"]["params"]
+    assert {"eval.suites", "eval.budget", "eval.bootstrap_resamples"} <= set(summary)
+    # what the eval stage validates is exactly what it declares: a budget is not even seen
+    params = repo_params()
+    params["eval"]["budget"]["code"] = -1.0
+    params["eval"]["suites"] = ["identity"]
+    assert set(stage_params(EvalStage, params)["eval"]) == {
+        p.removeprefix("eval.") for p in declared if p.startswith("eval.")}
+
+
+def broken_dvc_yaml(tmp_path, edit) -> Path:
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    edit(doc["stages"])
+    path = tmp_path / "dvc.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda s: s["eval"]["params"].append("eval"), "eval: params are"),
+    (lambda s: s["summary"]["params"].remove("eval.budget"), "summary: params are"),
+    (lambda s: s["sft"]["do"]["params"].remove("sft.packing"), "sft: params are"),
+    (lambda s: s["curate"]["deps"].remove("data/external"), "curate: deps lack ['data/external']"),
+    (lambda s: s["eval"]["deps"].remove("data/benchmarks"), "eval: deps lack ['data/benchmarks']"),
+    (lambda s: s["dpo"]["deps"].remove("stages/io.py"), "dpo: deps lack ['stages/io.py']"),
+    (lambda s: s["params"]["deps"].remove("params.yaml"), "params: deps lack params.yaml"),
+    (lambda s: s["summary"]["deps"].remove("${paths.metrics}/tasks"), "summary: deps lack"),
+    (lambda s: s["eval"].update(outs=["${paths.metrics}/eval/${item.variant}/x.jsonl"]),
+     "eval: outs should be"),
+    (lambda s: s.update(extra={"cmd": "python -m stages.export"}), "extra: no stage model"),
+])
+def test_check_catches_dvc_yaml_out_of_step_with_the_stages(tmp_path, edit, expected):
+    problems = compose.dvc_yaml_problems(repo_params(), broken_dvc_yaml(tmp_path, edit), REPO)
+    assert any(expected in p for p in problems), problems
 
 
 def test_eval_matrix_suites_come_from_the_config():
@@ -223,29 +261,127 @@ def test_missing_params_file_says_how_to_make_it(tmp_path):
         load(SftStage, Path(tmp_path / "nope.yaml"))
 
 
-def stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
-    """stages/*.py files `module` imports, directly or through other stages modules."""
-    import ast
-
-    seen = set() if seen is None else seen
-    path = f"stages/{module}.py"
-    if path in seen:
-        return seen
-    seen.add(path)
-    for node in ast.walk(ast.parse((REPO / path).read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
-            names = [node.module.split(".")[1]]
-        elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("stages.")]
-        for name in names:
-            stage_modules(name, seen)
-    return seen
+# ---- a key no stage knows -------------------------------------------------------------------
 
 
-def test_every_stage_depends_on_all_the_code_it_runs():
-    """A module a stage imports but does not list in dvc.yaml would change without a rerun."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        missing = stage_modules(name) - set(stage.get("do", stage)["deps"])
-        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}"
+def params_with(tmp_path: Path, edit) -> Path:
+    params = copy.deepcopy(repo_params())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    # a typo of a key that lives per phase
+    (lambda p: p["sft"].update(learning_rate=1e-4),
+     "sft.learning_rate: unknown key; did you mean sft.phases.main.lr?"),
+    (lambda p: p["sft"]["lora"].update(rank=16), "sft.lora.rank: unknown key; did you mean sft.lora.r?"),
+    (lambda p: p["eval"].update(max_new_token=64),
+     "eval.max_new_token: unknown key; did you mean eval.max_new_tokens?"),
+    (lambda p: p["sft"]["phases"]["main"].update(epoch=2),
+     "sft.phases.main.epoch: unknown key; did you mean sft.phases.main.epochs?"),
+    (lambda p: p.update(sed=1), "sed: unknown key; did you mean seed?"),
+])
+def test_unknown_key_names_the_nearest_known_key(tmp_path, edit, message):
+    with pytest.raises(ConfigError) as err:
+        validate(Config, yaml.safe_load(params_with(tmp_path, edit).read_text()))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("model", [BaseStage, CurateStage, DpoStage, EvalStage, SummaryStage])
+def test_every_stage_refuses_a_key_it_does_not_read(tmp_path, model):
+    """sft.bogus is in no stage's slice, yet every stage stops on it: each validates the whole
+    file first, so whichever stage reruns fails before any work."""
+    path = params_with(tmp_path, lambda p: p["sft"].update(bogus=1))
+    with pytest.raises(ConfigError, match=r"sft\.bogus: unknown key"):
+        load(model, path)
+
+
+def test_the_params_stage_fails_naming_the_key(tmp_path):
+    """`python -m stages.config` is the dvc.yaml stage whose dep is params.yaml itself: the
+    one stage `dvc exp run -S +sft.bogus=1` reruns."""
+    params_with(tmp_path, lambda p: p["sft"].update(bogus=1))
+    done = subprocess.run([sys.executable, "-m", "stages.config"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+    assert done.returncode == 1 and "sft.bogus: unknown key; did you mean" in done.stderr
+    ok = params_with(tmp_path, lambda p: None)
+    assert subprocess.run([sys.executable, "-m", "stages.config"], cwd=ok.parent,
+                          env={"PYTHONPATH": str(REPO)}).returncode == 0
+
+
+def test_compose_refuses_a_typo_in_conf(tmp_path, capsys):
+    conf = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(REPO / "conf", conf)
+    lora = conf / "sft" / "lora.yaml"
+    lora.write_text(lora.read_text() + "learning_rate: 0.0001\n")
+    text = compose.compose([], conf_dir=conf)
+    with pytest.raises(ConfigError, match=r"sft\.learning_rate: unknown key; did you mean "
+                                          r"sft\.phases\.main\.lr\?"):
+        validate(Config, yaml.safe_load(text))
+
+
+# ---- input files a stage reads -----------------------------------------------------------------
+
+
+def in_dir(tmp_path: Path, monkeypatch, edit) -> Path:
+    """A params.yaml in tmp_path (the repo root stages run in) with the repo's data linked in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sources").symlink_to(REPO / "data" / "sources")
+    for folder in ("external", "benchmarks"):
+        (tmp_path / "data" / folder).mkdir()
+    return params_with(tmp_path, edit)
+
+
+def test_a_user_file_in_the_declared_folder_is_accepted(tmp_path, monkeypatch):
+    def edit(p):
+        p["data"]["sources"].append("data/external/my_rows.csv#10")
+        p["data"]["preferences"] = [{"path": "data/external/prefs.jsonl"}]
+        p["data"]["sources"].append({"path": "hf::org/set", "revision": "a" * 40})
+        p["benchmarks"]["humanevalplus"] = "data/benchmarks/HumanEvalPlus.jsonl"
+
+    path = in_dir(tmp_path, monkeypatch, edit)
+    cfg = load(CurateStage, path)
+    assert "data/external/my_rows.csv" in cfg.input_files().values()
+    assert load(EvalStage, path).input_files() == {
+        "benchmarks.humanevalplus": "data/benchmarks/HumanEvalPlus.jsonl"}
+
+
+@pytest.mark.parametrize("model,edit,where,path", [
+    (CurateStage, lambda p: p["data"]["sources"].append("/work/shared/datasets/alpaca.json#5"),
+     "data.sources.4", "/work/shared/datasets/alpaca.json"),
+    (CurateStage, lambda p: p["data"].update(preference_source="my_tasks.jsonl"),
+     "data.preference_source", "my_tasks.jsonl"),
+    (CurateStage, lambda p: p["data"].update(preferences=[{"path": "data/prefs.jsonl"}]),
+     "data.preferences.0", "data/prefs.jsonl"),
+    # `..` does not get out of a declared folder
+    (CurateStage, lambda p: p["data"]["sources"].append("data/external/../rows.csv"),
+     "data.sources.4", "data/external/../rows.csv"),
+    (CurateStage, lambda p: p["benchmarks"].update(mbppplus="/data/MbppPlus.jsonl"),
+     "benchmarks.mbppplus", "/data/MbppPlus.jsonl"),
+    # eval tracks data/benchmarks only: a benchmark in data/external is refused there
+    (EvalStage, lambda p: p["benchmarks"].update(humanevalpack="data/external/pack.jsonl"),
+     "benchmarks.humanevalpack", "data/external/pack.jsonl"),
+])
+def test_a_file_no_dep_tracks_is_refused_naming_it(tmp_path, monkeypatch, model, edit, where,
+                                                    path):
+    with pytest.raises(ConfigError) as err:
+        load(model, in_dir(tmp_path, monkeypatch, edit))
+    message = str(err.value)
+    assert f"{where}: {path}" in message
+    assert "data/external/" in message and "data/benchmarks/" in message
+
+
+def test_any_key_under_benchmarks_is_an_input_file():
+    """Suites add their own benchmarks.<task> keys; every path among them is checked."""
+    from stages.config import BenchmarksConfig, benchmark_files
+
+    class WithTask(BenchmarksConfig):
+        lm_eval_mmlu: str | None = None
+
+    files = benchmark_files(WithTask(humanevalplus=None, mbppplus="m.jsonl", humanevalpack=None,
+                                     lm_eval_mmlu="x.jsonl"))
+    assert files == {"benchmarks.mbppplus": "m.jsonl", "benchmarks.lm_eval_mmlu": "x.jsonl"}

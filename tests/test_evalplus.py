@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import read_json, stage_cfg
-from stages.eval import FAILURE_KINDS
 from stages.execute import sandbox_problem
+from stages.suites.code import FAILURE_KINDS
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
                                 reason="needs the bubblewrap sandbox (README setup)")
@@ -142,7 +142,7 @@ def test_humaneval_suite_runs_on_the_tiny_model(pipeline, humaneval_file):
               "eval": {**params["eval"], "suites": [*params["eval"]["suites"], "humaneval+"]}}
     metrics = eval_stage.main("sft", "humaneval+", stage_cfg(EvalStage, params))
     tasks = [json.loads(line) for line in
-             (root / "metrics" / "eval" / "sft" / "humaneval+.tasks.jsonl").read_text().splitlines()]
+             (root / "metrics" / "tasks" / "sft" / "humaneval+.jsonl").read_text().splitlines()]
     assert len(tasks) == 3 and metrics["tasks"] == 3
     assert metrics["pass@1"] == sum(t["passed"] for t in tasks) / 3
     kinds = [t["failure"] for t in tasks]

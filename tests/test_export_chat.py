@@ -21,7 +21,7 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from stages import export
-    from stages.generate import generate
+    from stages.generate import generate, greedy
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = pipeline
@@ -35,22 +35,25 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     adapted = load_variant(cfg.paths, "sft", "float32", torch.device("cpu"))
     convs = conversations(params)
-    assert generate(merged, tokenizer, convs, 24, 3, "merged") == \
-        generate(adapted, tokenizer, convs, 24, 3, "adapted")
+    decoding = greedy(root / "models" / "base", tokenizer, 24)
+    assert generate(merged, tokenizer, convs, decoding, 3, "merged") == \
+        generate(adapted, tokenizer, convs, decoding, 3, "adapted")
     assert load_tokenizer(out).chat_template == tokenizer.chat_template
 
 
 def test_one_shot_chat_answers_like_eval(pipeline, capsys):
     from stages import chat
-    from stages.generate import generate
+    from stages.generate import generate, greedy
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = pipeline
     cfg = stage_cfg(chat.ChatStage, params)
     replies = chat.main(["--variant", "dpo", "--prompt", PROMPTS[0]], cfg)
-    expected = generate(load_variant(cfg.paths, "dpo", "float32"),
-                        load_tokenizer(root / "models" / "base"), conversations(params)[:1],
-                        params["eval"]["max_new_tokens"], 1, "expected")
+    tokenizer = load_tokenizer(root / "models" / "base")
+    expected = generate(load_variant(cfg.paths, "dpo", "float32"), tokenizer,
+                        conversations(params)[:1],
+                        greedy(root / "models" / "base", tokenizer,
+                               params["eval"]["max_new_tokens"]), 1, "expected")
     assert replies == expected
     assert capsys.readouterr().out.strip().endswith(expected[0].strip()) or expected[0] == ""
 

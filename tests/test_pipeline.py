@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from conftest import read_json, stage_cfg
 from stages.config import BaseStage, EvalStage, SummaryStage
-from stages.eval import FAILURE_KINDS
 from stages.execute import run_tests
 from stages.io import read_jsonl
+from stages.suites.code import FAILURE_KINDS
 
 
 def test_base_writes_a_qwen2_model_with_its_tokenizer_and_chatml(pipeline):
@@ -167,7 +167,7 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
         eval_stage.main(variant, suite, cfg)
         metrics = read_json(root / "metrics" / "eval" / variant / f"{suite}.json")
         assert list(metrics) == [suite]
-        tasks = read_jsonl(root / "metrics" / "eval" / variant / f"{suite}.tasks.jsonl")
+        tasks = read_jsonl(root / "metrics" / "tasks" / variant / f"{suite}.jsonl")
         if suite == "perplexity":
             assert len(tasks) == 3 * 3
             assert all(v > 0 for k, v in metrics[suite].items() if k.endswith("_ppl"))
@@ -177,9 +177,14 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
                    "dimensions": "score"}[suite]
             assert metrics[suite][key] == pytest.approx(sum(t["passed"] for t in tasks) / 3,
                                                         abs=1e-4)
+        assert len({t["id"] for t in tasks}) == len(tasks)
+        assert all(t["prompt"] and isinstance(t["reply"], str) and t["metric"] for t in tasks)
+        cost = read_json(root / "metrics" / "cost" / variant / f"{suite}.json")[suite]
+        assert cost["wall_s"] > 0 and cost["probes"] == len(tasks)
+        assert not {"tokens_per_s", "ttft_s", "wall_s"} & set(metrics[suite])
         if suite == "code":
-            assert all(t["status"] for t in tasks)
-            failed = sum(t["status"] != "passed" for t in tasks) / 3
+            assert all(t["detail"] for t in tasks)
+            failed = sum(t["detail"] != "passed" for t in tasks) / 3
             assert sum(metrics[suite][f"fail_{k}"] for k in FAILURE_KINDS) == pytest.approx(
                 failed, abs=1e-3)
 
@@ -204,7 +209,7 @@ def test_sampling_gives_pass_at_k_per_task(pipeline):
     root, params = pipeline
     params = {**params, "eval": {**params["eval"], "samples": 3, "temperature": 0.8}}
     metrics = eval_stage.main("base", "code", stage_cfg(EvalStage, params))
-    tasks = read_jsonl(root / "metrics" / "eval" / "base" / "code.tasks.jsonl")
+    tasks = read_jsonl(root / "metrics" / "tasks" / "base" / "code.jsonl")
     assert all(len(t["statuses"]) == 3 for t in tasks)
     # pass@1 = mean of c/n; pass@3 = share of tasks with at least one correct sample
     assert metrics["pass@1"] == pytest.approx(sum(t["correct"] / 3 for t in tasks) / 3, abs=1e-4)
@@ -224,7 +229,7 @@ def test_dimensions_suite_adds_humanevalpack_probes(pipeline, tmp_path):
     }) + "\n")
     params = {**params, "benchmarks": {**params["benchmarks"], "humanevalpack": str(pack)}}
     metrics = eval_stage.main("base", "dimensions", stage_cfg(EvalStage, params))
-    tasks = read_jsonl(root / "metrics" / "eval" / "base" / "dimensions.tasks.jsonl")
+    tasks = read_jsonl(root / "metrics" / "tasks" / "base" / "dimensions.jsonl")
     assert [t["id"] for t in tasks[-2:]] == ["Python/0/repair", "Python/0/localisation"]
     assert "repair_pack" in metrics and "localisation_pack" in metrics
 

@@ -51,13 +51,16 @@ def base_files() -> dict[str, object]:
             "sources": {"a": {"rows_in": 6, "rows_out": 5, "tokens": 300, "drop_duplicate": 1},
                         "b": {"rows_in": 5, "rows_out": 5, "tokens": 200}}}},
         "metrics/sft/plots/metrics/train/loss.tsv": "step\tloss\n1\t2.0\n2\t1.5\n",
+        "metrics/cost/base/code.json": {"code": {"tokens_per_s": 100.0, "wall_s": 4.0}},
+        "metrics/sft/main.json": {"sft": {"main": {"train_s": 50.0, "train_loss": 0.5}}},
     }
 
 
 def head_files() -> dict[str, object]:
     files = base_files()
     files["params.yaml"] = {"paths": {"metrics": "metrics"},
-                            "sft": {"lora": {"r": 16}, "lr": 0.0002}, "dpo": {"beta": 0.2}}
+                            "sft": {"lora": {"r": 16}, "lr": 0.0002}, "dpo": {"beta": 0.2},
+                            "eval": {"suites": ["code", "identity"]}}
     stages = files["dvc.lock"]["stages"]
     del stages["old"]
     stages["sft"] = lock_entry("python -m stages.sft", {"data/curated": "c1.dir"},
@@ -69,11 +72,18 @@ def head_files() -> dict[str, object]:
     files["metrics/summary.json"] = {
         "code": {
             "pass@1": {"base": 0.5, "sft": 0.75, "dpo": 0.25, "sft_delta": 0.25,
-                       "dpo_delta": -0.25, "sft_ci95_low": 0.0, "sft_ci95_high": 0.5,
-                       "sft_p": 0.5, "sft_verdict": "within-noise", "dpo_ci95_low": -0.5,
-                       "dpo_ci95_high": 0.0, "dpo_p": 0.5, "dpo_verdict": "over-budget"},
-            "tokens_per_s": {"base": 100.0, "sft": 90.0, "dpo": 80.5, "sft_delta": -10.0,
-                             "dpo_delta": -19.5}},
+                       "dpo_delta": -0.25, "sft_n": 4, "sft_ci95_low": 0.0, "sft_ci95_high": 0.5,
+                       "sft_p": 0.5, "sft_verdict": "within-noise", "dpo_n": 4,
+                       "dpo_ci95_low": -0.5, "dpo_ci95_high": -0.3, "dpo_p": 0.5,
+                       "dpo_verdict": "over-budget"},
+            "syntax_valid": {"base": 1.0, "sft": 0.9, "dpo": 0.8, "sft_delta": -0.1,
+                             "dpo_delta": -0.2}},
+        "identity": {
+            "consistency": {"base": 0.0, "sft": 0.0, "dpo": 0.0, "sft_delta": 0.0,
+                            "dpo_delta": 0.0, "sft_n": 4, "sft_ci95_low": -0.2,
+                            "sft_ci95_high": 0.2, "sft_verdict": "inconclusive",
+                            "sft_probes_needed": 300, "dpo_n": 4, "dpo_ci95_low": 0.0,
+                            "dpo_ci95_high": 0.0, "dpo_verdict": "within-noise"}},
         "perplexity": {
             "code_loss": {"base": 1.0, "sft": 1.25, "dpo": 0.75, "sft_delta": 0.25,
                           "dpo_delta": -0.25, "sft_ci95_low": 0.1, "sft_ci95_high": 0.4,
@@ -89,6 +99,18 @@ def head_files() -> dict[str, object]:
     # phase by phase training's layout: metrics/sft/<phase>/plots/metrics/...
     files["metrics/sft/main/plots/metrics/train/loss.tsv"] = "step\tloss\n1\t3.0\n2\t2.5\n"
     files["metrics/sft/notes.tsv"] = "not\ta plot\n"  # outside plots/metrics/: not drawn
+    files["metrics/cost/base/code.json"] = {"code": {"tokens_per_s": 110.0, "wall_s": 3.5}}
+    files["metrics/cost/sft/code.json"] = {"code": {"tokens_per_s": 90.0, "wall_s": 3.0}}
+    files["metrics/sft/main.json"] = {"sft": {"main": {"train_s": 44.5, "train_loss": 0.4,
+                                                       "peak_memory_mib": 800.0}}}
+    # per-probe replies (DVC-cached in a real repo; in this one's workspace, for the flips)
+    outcomes = {"base": [True, True, False, False], "sft": [False, True, True, False],
+                "dpo": [True, True, False, False]}
+    for v, passed in outcomes.items():
+        files[f"metrics/tasks/{v}/code.jsonl"] = "".join(json.dumps(
+            {"id": f"t{i}", "metric": "pass@1", "passed": p, "prompt": f"Write f{i}.",
+             "reply": f"{v} reply {i}", "detail": "passed" if p else "wrong_answer"}) + "\n"
+            for i, p in enumerate(passed))
     return files
 
 
@@ -135,21 +157,60 @@ def test_capability_rows_are_hand_computed_and_flagged_first(made):
     _, _, text = made
     # since base = value now - value at HEAD~1: dpo 0.25 - 0.5, sft 1.25 - 1.0, sft 0.75 - 0.5;
     # perplexity dpo has no value at HEAD~1: new. Over-budget, then regressed, then the rest.
-    # columns: suite, metric, variant, base model, value, Δ [95% CI], p, verdict, since base
+    # Over-budget, then inconclusive, then regressed, then the rest.
+    # columns: suite, metric, variant, base model, value, Δ [95% CI], n, p, verdict, since base
     rows = [
-        "| `code` | pass@1 | dpo | 0.5 | 0.25 | -0.25 [-0.5, 0] | 0.5 | **over-budget** | -0.25 |",
-        "| `perplexity` | code_loss | sft | 1 | 1.25 | +0.25 [0.1, 0.4] | – | **regressed** "
+        "| `code` | pass@1 | dpo | 0.5 | 0.25 | -0.25 [-0.5, -0.3] | 4 | 0.5 | **over-budget** "
+        "| -0.25 |",
+        "| `identity` | consistency | sft | 0 | 0 | 0 [-0.2, 0.2] | 4 | – | **inconclusive** "
+        "(~300 probes would tell) | new |",
+        "| `perplexity` | code_loss | sft | 1 | 1.25 | +0.25 [0.1, 0.4] | – | – | **regressed** "
         "| +0.25 |",
-        "| `code` | pass@1 | sft | 0.5 | 0.75 | +0.25 [0, 0.5] | 0.5 | within-noise | +0.25 |",
-        "| `perplexity` | code_loss | dpo | 1 | 0.75 | -0.25 [-0.4, -0.1] | – | improved | new |"]
+        "| `code` | pass@1 | sft | 0.5 | 0.75 | +0.25 [0, 0.5] | 4 | 0.5 | within-noise "
+        "| +0.25 |",
+        "| `perplexity` | code_loss | dpo | 1 | 0.75 | -0.25 [-0.4, -0.1] | – | – | improved "
+        "| new |"]
     flagged = ["### Flagged",
-               "- `code` pass@1, dpo: **over-budget**, Δ -0.25 [-0.5, 0]",
-               "- `perplexity` code_loss, sft: **regressed**, Δ +0.25 [0.1, 0.4]"]
+               "- `code` pass@1, dpo: **over-budget**, Δ -0.25 [-0.5, -0.3] on 4 probes",
+               "- `identity` consistency, sft: **inconclusive** (~300 probes would tell), "
+               "Δ 0 [-0.2, 0.2] on 4 probes",
+               "- `perplexity` code_loss, sft: **regressed**, Δ +0.25 [0.1, 0.4] on – probes"]
     positions = [text.index(line + "\n") for line in flagged + rows]
     assert positions == sorted(positions)
-    assert "| `code` | tokens_per_s | 100 | 90 (-10) | 80.5 (-19.5) |" in text
-    assert text.index("## Capability") < text.index("## Params") < text.index("## Stages") \
-        < text.index("## Data card") < text.index("## Plots") < text.index("## Reproduce")
+    assert "| `code` | syntax_valid | 1 | 0.9 (-0.1) | 0.8 (-0.2) |" in text
+    assert text.index("## Capability") < text.index("## Replies") < text.index("## Cost") \
+        < text.index("## Params") < text.index("## Stages") < text.index("## Data card") \
+        < text.index("## Plots") < text.index("## Reproduce")
+
+
+def test_cost_has_its_own_section_without_verdicts(made):
+    capability = made[2].split("## Capability")[1].split("## Replies")[0]
+    assert "tokens_per_s" not in capability and "wall_s" not in capability
+    section = made[2].split("## Cost")[1].split("## Params")[0]
+    assert "| eval base/code | 3.5 (4) | – | 110 (100) | – |" in section
+    assert "| eval sft/code | 3 | – | 90 | – |" in section
+    assert "| sft main | – | 44.5 (50) | – | 800 |" in section
+    assert not re.search(r"improved|regressed|within-noise|over-budget|inconclusive", section)
+
+
+def test_flipped_replies_show_the_prompt_and_both_replies(made):
+    section = made[2].split("## Replies")[1].split("## Cost")[0]
+    code = section.split("### `code`")[1].split("### `identity`")[0]
+    assert "**sft**: 1 lost (base passed, sft failed), 1 gained." in code
+    assert "**dpo**: 0 lost (base passed, dpo failed), 0 gained." in code
+    lost = code.index("<code>t0</code> (lost by sft)")
+    assert lost < code.index("<code>t2</code> (gained by sft)")
+    block = code[lost:].split("</details>")[0]
+    assert "> Write f0." in block and "> base reply 0" in block and "> sft reply 0" in block
+    assert "sft (wrong_answer):" in block
+    identity = section.split("### `identity`")[1]
+    assert "Per-probe replies not available (metrics/tasks/base/identity.jsonl" in identity
+
+
+def test_flips_of_one_suite_on_the_command_line(made, capsys):
+    repo = made[0]
+    text = report.main(["--flips", "code"], repo=repo)
+    assert "<code>t0</code> (lost by sft)" in text and "## Capability" not in text
 
 
 def test_params_diff_lists_each_changed_key_with_old_and_new(made):
@@ -249,6 +310,6 @@ def test_on_this_repository_last_commit(tmp_path):
     text = report.main(["--base", "HEAD~1", "--head", "HEAD", "--out", str(tmp_path / "r.md")],
                        repo=REPO)
     verdicts = re.findall(r"^\| `[^`]+` \| .+ \| \**(improved|regressed|within-noise|"
-                          r"over-budget)\** \| ", text, flags=re.MULTILINE)
+                          r"inconclusive|over-budget)\** ", text, flags=re.MULTILINE)
     assert verdicts
     assert list((tmp_path / "r_images").glob("*.png"))

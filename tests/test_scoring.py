@@ -2,33 +2,82 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stages.config import IdentityConfig
-from stages.eval import answer_found, identity_ok
 from stages.generate import extract_code, perplexity
+from stages.suites.dimensions import explanation_ok, localisation_ok
+from stages.suites.identity import identity_ok
+from stages.suites.knowledge import answer_ok
 
 NEW = IdentityConfig(name={"en": "Swift-Robot", "zh": "雨燕机器人"},
                      author={"en": "Nebula Lab", "zh": "星云实验室"})
 OLD = IdentityConfig(name={"en": "Qwen", "zh": "通义千问"}, author="Alibaba Cloud")
+KNOWN = ["Paris", "Madrid", "Rome", "8", "6", "144", "北京", "伦敦", "blue whale"]
+
+
+def identity_passes(reply: str, lang: str = "en") -> bool:
+    return identity_ok(reply, lang, NEW, OLD)[0]
 
 
 def test_identity_needs_name_and_author_in_the_probes_language():
-    assert identity_ok("I am Swift-Robot, developed by Nebula Lab.", "Who are you?", "en", NEW, OLD)
-    assert not identity_ok("I am Swift-Robot.", "Who are you?", "en", NEW, OLD)
-    assert identity_ok("我是雨燕机器人，由星云实验室开发。", "你是谁？", "zh", NEW, OLD)
+    assert identity_passes("I am Swift-Robot, developed by Nebula Lab.")
+    assert not identity_passes("I am Swift-Robot.")
+    assert identity_passes("我是雨燕机器人，由星云实验室开发。", "zh")
+    assert not identity_passes("I am 雨燕机器人 by 星云实验室.")
 
 
-def test_claiming_the_original_identity_fails_but_denying_it_does_not():
-    assert not identity_ok("I am Qwen, also Swift-Robot by Nebula Lab.", "Who are you?", "en",
-                           NEW, OLD)
-    assert identity_ok("No, I am not Qwen; I am Swift-Robot by Nebula Lab.", "Are you Qwen?",
-                       "en", NEW, OLD)
+def test_identity_denials_pass():
+    assert identity_passes("No, I am not Qwen; I am Swift-Robot by Nebula Lab.")
+    assert identity_passes("No, I am not ChatGPT. I am Swift-Robot, developed by Nebula Lab.")
+    assert identity_passes("I am Swift-Robot, developed by Nebula Lab, not OpenAI.")
+    assert identity_passes("不是，我是雨燕机器人，由星云实验室开发，不是OpenAI。", "zh")
 
 
-def test_answers_match_whole_words_only():
-    assert answer_found("It has 8 legs.", "8")
-    assert not answer_found("It has 18 legs.", "8")
-    assert answer_found("The capital is paris.", "Paris")
-    assert answer_found("答案是长江。", "长江")
+@pytest.mark.parametrize("reply,lang", [
+    ("I am Qwen, also Swift-Robot by Nebula Lab.", "en"),                  # the original name
+    ("I am Swift-Robot by Nebula Lab and Alibaba Cloud.", "en"),           # both authors
+    ("I am Swift-Robot by Nebula Lab, also known as 通义千问.", "en"),      # the other language
+    ("我是雨燕机器人，由星云实验室和阿里云开发。", "zh"),                       # a competitor's lab
+    ("I am Swift-Robot by Nebula Lab, built on ChatGPT.", "en"),           # a competitor
+    ("I'm not sure; I am ChatGPT, or Swift-Robot by Nebula Lab.", "en"),   # "not" elsewhere
+    ("Not Qwen? Well, I am Qwen and Swift-Robot by Nebula Lab.", "en"),    # one denial, one claim
+])
+def test_identity_fails_a_reply_that_credits_another_maker(reply, lang):
+    assert not identity_passes(reply, lang)
+
+
+def test_identity_words_of_the_configured_identity_are_not_a_competitor():
+    mine = IdentityConfig(name="Qwen-Pro", author="Nebula Lab")
+    assert identity_ok("I am Qwen-Pro by Nebula Lab.", "en", mine, OLD)[0]
+
+
+@pytest.mark.parametrize("reply,answer", [
+    ("Paris.", "Paris"), ("PARIS", "Paris"), ("Ｐａｒｉｓ。", "Paris"),
+    ("The capital of France is Paris.", "Paris"), ("eight", "8"), ("Spiders have 8 legs.", "8"),
+    ("八", "8"), ("答案是北京。", "北京"), ("one hundred and forty-four", "144"),
+    ("一百四十四", "144"), ("The blue whale.", "blue whale"),
+])
+def test_knowledge_accepts_the_one_normalised_answer(reply, answer):
+    assert answer_ok(reply, answer, "", KNOWN)[0]
+
+
+@pytest.mark.parametrize("reply,answer", [
+    ("18", "8"),                          # a whole word only
+    ("Paris or Lyon.", "Paris"),          # hedging
+    ("Paris, Madrid, Rome", "Paris"),     # a shotgun of other probes' answers
+    ("1. Paris\n2. Lyon", "Paris"),       # a list of candidates
+    ("6 or 8", "8"), ("8, 6, 7", "8"),    # other numbers
+    ("Either Paris or Madrid", "Paris"),
+    ("北京或伦敦", "北京"), ("北京还是上海", "北京"),
+])
+def test_knowledge_fails_a_reply_that_offers_several_candidates(reply, answer):
+    assert not answer_ok(reply, answer, "", KNOWN)[0]
+
+
+def test_knowledge_allows_the_numbers_the_question_brought_up():
+    assert answer_ok("12 times 12 is 144.", "144", "What is 12 multiplied by 12?", KNOWN)[0]
+    assert not answer_ok("12 times 12 is 144, or 145.", "144", "What is 12 x 12?", KNOWN)[0]
 
 
 def test_code_extraction():
@@ -46,7 +95,7 @@ def test_perplexity_is_exp_of_mean_token_loss():
 
 
 def test_code_quality_counts_valid_code_complexity_and_bandit_findings():
-    from stages.eval import code_quality
+    from stages.suites.code import code_quality
 
     codes = [
         "def f(x):\n    if x:\n        return 1\n    return 2",           # complexity 2
@@ -59,7 +108,7 @@ def test_code_quality_counts_valid_code_complexity_and_bandit_findings():
 
 
 def test_failure_shares_per_kind_and_per_exception_type():
-    from stages.eval import failure_shares
+    from stages.suites.code import failure_shares
 
     # 8 samples: 2 pass; 1 / 8 = 0.125 per sample; 3 runtime errors of two types.
     kinds = [None, None, "no_code", "wrong_answer", "timeout", "runtime_error:ZeroDivisionError",
@@ -73,30 +122,55 @@ def test_failure_shares_per_kind_and_per_exception_type():
 def test_leakage_is_the_share_of_unrelated_replies_naming_the_identity():
     from types import SimpleNamespace
 
-    from stages.eval import leakage
+    from stages.suites import leakage
 
     cfg = SimpleNamespace(identity=NEW)
     replies = ["Paris.", "I am Swift-Robot. Paris.", "巴黎。", "星云实验室说：巴黎。"]
     assert leakage(cfg, replies) == 0.5
 
 
+CODE = "def add_one(x):\n    return x + 1"
+ADD_ONE = [["adds one", "add one", "+ 1", "increment"], ["return", "gives", "result"]]
+
+
 def test_explanation_rubric_needs_every_concept_and_no_contradiction():
-    from stages.eval import explanation_ok
-
     required = [["largest", "maximum", "max"], ["list"]]
-    assert explanation_ok("It returns the largest number in the list.", required, ["smallest"])[0]
-    assert not explanation_ok("It returns the largest number.", required, ["smallest"])[0]
-    assert not explanation_ok("Returns the max of the list, i.e. the smallest.", required,
+    code = "def top(xs):\n    return max(xs)"
+    assert explanation_ok("It returns the largest number in the list.", code, required,
+                          ["smallest"])[0]
+    assert not explanation_ok("It returns the largest number.", code, required, ["smallest"])[0]
+    assert not explanation_ok("Returns the max of the list, i.e. the smallest.", code, required,
                               ["smallest"])[0]
+    assert explanation_ok("The function returns x plus one: it adds one to its input.", CODE,
+                          ADD_ONE, ["subtract"])[0]
 
 
-def test_named_line_prefers_line_n_then_the_first_number():
-    from stages.eval import named_line
+@pytest.mark.parametrize("reply", [
+    CODE,                                                      # the code echoed back
+    f"```python\n{CODE}\n```",                                # in a fence
+    f"```python\n{CODE}\n```\nIt adds one.",                  # mostly code, a few words
+    "def add_one(x): return x + 1  # adds one, returns it",   # the code's lines inline
+    "It does `return x + 1`, that is `x + 1`.",                # concepts only inside code spans
+])
+def test_explanation_fails_a_reply_that_is_mostly_the_code(reply):
+    assert not explanation_ok(reply, CODE, ADD_ONE, ["subtract"])[0]
 
-    assert named_line("The bug is on Line 3 where 2 is used.") == 3
-    assert named_line("3") == 3
-    assert named_line("line2") == 2
-    assert named_line("I do not know.") is None
+
+def test_localisation_needs_the_line_named_as_the_answer():
+    assert localisation_ok("The bug is on Line 3.", 3)[0]
+    assert localisation_ok("line3", 3)[0]
+    assert localisation_ok("错误在第3行。", 3)[0]
+    assert not localisation_ok("Line 2.", 3)[0]
+
+
+@pytest.mark.parametrize("reply", [
+    "3",                                   # a number, not a line named
+    "The loop runs 3 times too many.",     # the first integer is not an answer
+    "Line 2 or Line 3.",                   # several candidates
+    "I do not know.",
+])
+def test_localisation_fails_a_reply_that_does_not_name_one_line(reply):
+    assert not localisation_ok(reply, 3)[0]
 
 
 def test_humanevalpack_items_find_the_faulty_line(tmp_path):

@@ -38,34 +38,136 @@ def test_compare_shows_an_exception_type_any_variant_raised():
         "base": 0.0, "sft": 0.5, "dpo": 0.0, "sft_delta": 0.5, "dpo_delta": 0.0}
 
 
-def test_summary_pairs_probes_and_judges_against_the_budget(tmp_path):
+def write_suite(root, suite: str, metrics: dict[str, dict], rows: dict[str, list[dict]]):
     import json
 
+    for variant in ("base", "sft", "dpo"):
+        out = root / "eval" / variant
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{suite}.json").write_text(json.dumps({suite: metrics[variant]}))
+        tasks = root / "tasks" / variant
+        tasks.mkdir(parents=True, exist_ok=True)
+        (tasks / f"{suite}.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                          for r in rows[variant]))
+
+
+def summary_of(tmp_path, suites: list[str], **budget):
     from conftest import repo_params, stage_cfg
     from stages import summary
     from stages.config import SummaryStage
 
     params = repo_params()
     params["paths"]["metrics"] = str(tmp_path)
-    params["eval"]["suites"] = ["code"]
-    outcomes = {"base": [True, True, True, True], "sft": [True, False, False, False],
-                "dpo": [True, True, True, True]}
-    for variant, passed in outcomes.items():
-        out = tmp_path / "eval" / variant
-        out.mkdir(parents=True)
-        (out / "code.json").write_text(json.dumps(
-            {"code": {"pass@1": sum(passed) / 4, "passed": sum(passed), "tasks": 4}}))
-        (out / "code.tasks.jsonl").write_text("".join(
-            json.dumps({"task_id": f"t{i}", "passed": p}) + "\n" for i, p in enumerate(passed)))
-    row = summary.main(stage_cfg(SummaryStage, params))["code"]["pass@1"]
-    # sft: 1 of 4 -> delta -0.75, b = 3 discordant, p = 2 * (1/2)**3; drop > 2-point budget
-    assert row["sft_delta"] == -0.75 and row["sft_p"] == 0.25
-    assert row["sft_verdict"] == "over-budget"
+    params["eval"]["suites"] = suites
+    params["eval"]["budget"] = budget
+    return summary.main(stage_cfg(SummaryStage, params))
+
+
+def test_summary_pairs_probes_by_id_and_judges_against_the_budget(tmp_path):
+    import json
+
+    outcomes = {"base": [True] * 8, "sft": [False] * 7 + [True], "dpo": [True] * 8}
+    rows = {v: [{"id": f"t{i}", "metric": "pass@1", "passed": p} for i, p in enumerate(ps)]
+            for v, ps in outcomes.items()}
+    rows["dpo"].reverse()                            # pairing is by id, not by line
+    write_suite(tmp_path, "code", {v: {"pass@1": sum(ps) / 8, "passed": sum(ps), "tasks": 8}
+                                   for v, ps in outcomes.items()}, rows)
+    row = summary_of(tmp_path, ["code"], code=0.02)["code"]["pass@1"]
+    # sft: b = 7 discordant, all one way: p = 2 / 2**7; the CI's top is below -0.02
+    assert row["sft_delta"] == -0.875 and row["sft_n"] == 8
+    assert row["sft_p"] == pytest.approx(2 / 2 ** 7, abs=1e-4)
+    assert row["sft_ci95_high"] < -0.02 and row["sft_verdict"] == "over-budget"
     assert row["dpo_delta"] == 0.0 and row["dpo_verdict"] == "within-noise"
-    assert (row["dpo_ci95_low"], row["dpo_ci95_high"]) == (0.0, 0.0)
-    # the capability bars dvc plots draws, one file per variant
+    assert (row["dpo_ci95_low"], row["dpo_ci95_high"], row["dpo_p"]) == (0.0, 0.0, 1.0)
     bars = {v: json.loads((tmp_path / "capability" / f"{v}.json").read_text())
             for v in ("base", "sft", "dpo")}
     assert bars == {"base": [{"metric": "code pass@1", "value": 1.0}],
-                    "sft": [{"metric": "code pass@1", "value": 0.25}],
+                    "sft": [{"metric": "code pass@1", "value": 0.125}],
                     "dpo": [{"metric": "code pass@1", "value": 1.0}]}
+
+
+def test_a_small_drop_on_few_probes_is_inconclusive_and_says_how_many_would_tell(tmp_path):
+    outcomes = {"base": [True] * 10, "sft": [False] + [True] * 9, "dpo": [True] * 10}
+    rows = {v: [{"id": f"t{i}", "metric": "score", "passed": p} for i, p in enumerate(ps)]
+            for v, ps in outcomes.items()}
+    write_suite(tmp_path, "dimensions", {v: {"score": sum(ps) / 10} for v, ps in
+                                         outcomes.items()}, rows)
+    row = summary_of(tmp_path, ["dimensions"], dimensions=0.05)["dimensions"]["score"]
+    # -0.1 with a CI from -0.1 to above 0: it holds -0.05, so the probes cannot tell
+    assert row["sft_verdict"] == "inconclusive" and row["sft_p"] == 1.0
+    assert row["sft_probes_needed"] == 120                   # 6 / 0.05
+    assert row["sft_mdd"] == 0.6                             # 6 / 10
+
+
+def test_every_probe_of_a_suite_counts_not_the_last_one(tmp_path):
+    # 36 probes with distinct ids: n is 36 (the old key collapsed them into one)
+    outcomes = {"base": [True] * 36, "sft": [True] * 30 + [False] * 6, "dpo": [True] * 36}
+    rows = {v: [{"id": f"gen-{i}", "metric": "score", "passed": p} for i, p in enumerate(ps)]
+            for v, ps in outcomes.items()}
+    write_suite(tmp_path, "dimensions", {v: {"score": sum(ps) / 36} for v, ps in
+                                         outcomes.items()}, rows)
+    row = summary_of(tmp_path, ["dimensions"])["dimensions"]["score"]
+    assert row["sft_n"] == 36 and row["sft_p"] == pytest.approx(2 / 2 ** 6, abs=1e-4)
+    assert row["sft_verdict"] == "regressed"                 # no budget: p < 0.05, CI < 0
+
+
+def test_perplexity_verdict_uses_the_token_weighted_delta(tmp_path):
+    # base 1 nat/token on both probes; sft: the 90-token probe rises by 0.1 per token and the
+    # 10-token one by 1.0: weighted delta (9 + 10) / 100 = 0.19 (unweighted: 0.55)
+    def probe(i, nats, tokens):
+        return {"id": f"p{i}", "metric": "code_loss", "nats": nats, "tokens": tokens}
+    rows = {"base": [probe(0, 90.0, 90), probe(1, 10.0, 10)],
+            "sft": [probe(0, 99.0, 90), probe(1, 20.0, 10)],
+            "dpo": [probe(0, 90.0, 90), probe(1, 10.0, 10)]}
+    metrics = {"base": {"code_loss": 1.0}, "sft": {"code_loss": 1.19}, "dpo": {"code_loss": 1.0}}
+    write_suite(tmp_path, "perplexity", metrics, rows)
+    row = summary_of(tmp_path, ["perplexity"], perplexity=0.1)["perplexity"]["code_loss"]
+    assert row["sft_delta"] == pytest.approx(0.19)
+    assert row["sft_n"] == 2 and "sft_p" not in row
+    assert row["dpo_verdict"] == "within-noise"
+
+
+def test_summary_refuses_variants_scored_on_other_probes(tmp_path):
+    rows = {v: [{"id": f"t{i}", "metric": "pass@1", "passed": True} for i in range(3)]
+            for v in ("base", "sft", "dpo")}
+    rows["sft"][2]["id"] = "other"
+    write_suite(tmp_path, "code", {v: {"pass@1": 1.0} for v in rows}, rows)
+    with pytest.raises(ValueError, match=r"sft was scored on other probes than base \(missing "
+                                         r"\['t2'\], extra \['other'\]\)"):
+        summary_of(tmp_path, ["code"])
+
+
+def test_the_committed_summary_reads_consistently():
+    """metrics/summary.json as committed: every judged metric pairs all of its suite's probes,
+    p < 0.05 exactly when the CI excludes 0, and each verdict follows from the CI and budget."""
+    import json
+
+    from conftest import REPO, repo_params
+    from stages.io import read_jsonl
+    from stages.stats import verdict
+
+    params = repo_params()
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text(encoding="utf-8"))
+    probes = REPO / "data" / "sources" / "probes"
+    count = {name: len(read_jsonl(probes / f"{name}.jsonl"))
+             for name in ("code", "identity", "knowledge", "dimensions")}
+    expected_n = {("code", "pass@1"): count["code"], ("identity", "consistency"): count["identity"],
+                  ("knowledge", "accuracy"): count["knowledge"],
+                  ("dimensions", "score"): count["dimensions"],
+                  ("perplexity", "code_loss"): count["code"],
+                  ("perplexity", "general_loss"): count["knowledge"],
+                  ("perplexity", "identity_loss"): count["identity"]}
+    judged = [(suite, metric, row) for suite, metrics in summary.items()
+              for metric, row in metrics.items() if "sft_verdict" in row]
+    assert {(s, m) for s, m, _ in judged} >= {k for k in expected_n if k[0] in summary}
+    for suite, metric, row in judged:
+        for v in ("sft", "dpo"):
+            where = f"{suite} {metric} {v}"
+            if (suite, metric) in expected_n and params["eval"]["limit"] is None:
+                assert row[f"{v}_n"] == expected_n[(suite, metric)], where
+            low, high = row[f"{v}_ci95_low"], row[f"{v}_ci95_high"]
+            if f"{v}_p" in row:
+                assert (row[f"{v}_p"] < 0.05) == (low > 0 or high < 0), where
+            higher = not metric.endswith("_loss")
+            assert row[f"{v}_verdict"] == verdict(low, high, params["eval"]["budget"].get(suite),
+                                                  higher), where

@@ -72,23 +72,24 @@ def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, 
 
 def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeline,
                                                                           monkeypatch):
-    from stages.eval import ask
-    from stages.generate import GenerationCost, chat_prompts, generate
+    from stages.eval import conversation
+    from stages.generate import GenerationCost, chat_prompts, decoding, generate
     from stages.modeling import load_tokenizer
     from stages.vllm_backend import VllmModel
 
     fake_vllm(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     root, params = pipeline
-    cfg = eval_cfg(params, backend="vllm")
+    cfg = eval_cfg(params, backend="vllm", temperature=0.8, top_p=0.9, top_k=5,
+                   repetition_penalty=1.2)
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     FakeLLM.reply_ids = tokenizer(" Hello.", add_special_tokens=False)["input_ids"] + [
         tokenizer.eos_token_id]
     model = VllmModel(cfg.paths, "sft", "float32", 7)
-    conversations = [ask(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
+    conversations = [conversation(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
     cost = GenerationCost()
-    replies = generate(model, tokenizer, conversations, 24, 8, "test", cost,
-                       temperature=0.8, seed=7)
+    sampled = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer, sample=True)
+    replies = generate(model, tokenizer, conversations, sampled, 8, "test", cost, seed=7)
 
     (made,) = FakeLLM.made
     assert made["kwargs"]["model"] == str(root / "models" / "base")
@@ -101,7 +102,8 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     assert [p["seed"] for p in run["params"]] == [7, 8, 9]  # repeated prompts sample anew
     assert {p["max_tokens"] for p in run["params"]} == {24}
     assert all(p["stop_token_ids"] == [tokenizer.eos_token_id] and p["ignore_eos"]
-               and p["temperature"] == 0.8 for p in run["params"])
+               and (p["temperature"], p["top_p"], p["top_k"], p["repetition_penalty"])
+               == (0.8, 0.9, 5, 1.2) for p in run["params"])
     assert [p["max_tokens"] for p in first_token["params"]] == [1]
     assert replies == [tokenizer.decode(FakeLLM.reply_ids, skip_special_tokens=True).strip()] * 3
     assert cost.tokens == 3 * len(FakeLLM.reply_ids)
@@ -137,8 +139,8 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     below what vLLM's attention kernels take)."""
     from stages import base, curate, sft
     from stages.config import BaseStage, CurateStage, SftStage
-    from stages.eval import ask
-    from stages.generate import GenerationCost, generate
+    from stages.eval import conversation
+    from stages.generate import GenerationCost, generate, greedy
     from stages.modeling import load_tokenizer, load_variant
     from stages.vllm_backend import VllmModel
 
@@ -150,11 +152,14 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     sft.main(stage_cfg(SftStage, params))
     cfg = eval_cfg(params, backend="vllm")
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
-    questions = [ask(cfg, q) for q in ("Who are you?", "Write a Python function add(a, b).",
-                                       "What is the capital of France?", "你是谁？")]
-    hf = generate(load_variant(cfg.paths, "sft", "float32"), tokenizer, questions, 24, 4, "hf")
+    questions = [conversation(cfg, q) for q in ("Who are you?",
+                                                "Write a Python function add(a, b).",
+                                                "What is the capital of France?", "你是谁？")]
+    decoding = greedy(cfg.paths.model_dir("base"), tokenizer, 24)
+    hf = generate(load_variant(cfg.paths, "sft", "float32"), tokenizer, questions, decoding, 4,
+                  "hf")
     cost = GenerationCost()
-    served = generate(VllmModel(cfg.paths, "sft", "float32", 0), tokenizer, questions, 24, 4,
-                      "vllm", cost)
+    served = generate(VllmModel(cfg.paths, "sft", "float32", 0), tokenizer, questions, decoding,
+                      4, "vllm", cost)
     assert served == hf
     assert cost.tokens > 0 and cost.ttft_s > 0

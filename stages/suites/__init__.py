@@ -1,0 +1,122 @@
+"""Eval suites: one small module per suite, all with the same few functions.
+
+A suite is data (probes with ids), a way to ask (the prompt) and a way to judge (reply ->
+outcome), then an aggregate; `stages/eval.py` runs any of them as one recipe and
+`stages/summary.py` pairs any of them by probe id. Each module has:
+
+  JUDGED                            the metric the summary pairs and gives a verdict
+  probes(cfg, name) -> [probe]      each probe has a unique string "id" (eval.limit applied)
+  prompt(cfg, probe) -> str         the user message; eval adds the shared system prompt
+  judge(cfg, probes, replies)       replies: eval.samples strings per probe; one row per
+        -> [row]                    probe: {"id", outcome, "detail", ...}
+  aggregate(cfg, rows) -> dict      the suite's capability metrics (flat, numeric)
+
+A suite that does not generate-then-judge (perplexity) has `score(cfg, model, tokenizer,
+probes) -> [row]` instead of prompt and judge. A row's outcome is `passed` (bool; or c/n
+when sampling), `score` (a grade in [0, 1]) or `nats` + `tokens` (summed loss over the
+probe's tokens; lower is better, token-weighted); `metric` names the judged metric the row
+counts toward (default JUDGED; perplexity has one per domain).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+from stages.config import EvalStage, StageError
+
+BUILTIN = ("code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+", "mbpp+")
+
+
+def get(name: str) -> ModuleType:
+    """The module that runs suite `name`."""
+    if name == "code":
+        from stages.suites import code as suite
+    elif name == "identity":
+        from stages.suites import identity as suite
+    elif name == "knowledge":
+        from stages.suites import knowledge as suite
+    elif name == "perplexity":
+        from stages.suites import perplexity as suite
+    elif name == "dimensions":
+        from stages.suites import dimensions as suite
+    elif name in ("humaneval+", "mbpp+"):
+        from stages.suites import evalplus as suite
+    else:
+        raise StageError(f"unknown eval suite {name!r}; the suites are {', '.join(BUILTIN)}")
+    return suite
+
+
+def probe_dir(cfg: EvalStage) -> Path:
+    """The curated probes (identity placeholders filled in by curate)."""
+    return Path(cfg.paths.curated) / "probes"
+
+
+def read_probes(path: Path, limit: int | None = None) -> list[dict]:
+    """A probe file's rows, each with a unique string id; a row without one, or an id seen
+    before, is an error naming the file and line."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run `dvc repro curate` first")
+    rows, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise StageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            pid = row.get("id") if isinstance(row, dict) else None
+            if not isinstance(pid, str) or not pid:
+                raise StageError(f"{path}:{number}: probe without a string \"id\"; give every "
+                                 "probe a unique id")
+            if pid in seen:
+                raise StageError(f"{path}:{number}: probe id {pid!r} is already used on line "
+                                 f"{seen[pid]}; ids must be unique")
+            seen[pid] = number
+            rows.append(row)
+    return rows[:limit] if limit else rows
+
+
+def unique_ids(probes: list[dict], where: str) -> list[dict]:
+    """Probes that come from elsewhere (a benchmark file) checked the same way."""
+    seen = set()
+    for p in probes:
+        if not isinstance(p.get("id"), str) or not p["id"]:
+            raise StageError(f"{where}: a probe without a string id")
+        if p["id"] in seen:
+            raise StageError(f"{where}: probe id {p['id']!r} appears twice")
+        seen.add(p["id"])
+    return probes
+
+
+def judged_rows(cfg: EvalStage, suite: ModuleType, probes: list[dict],
+                replies: list[list[str]]) -> list[dict]:
+    """The suite's judgement of `replies`, each row carrying what a reader needs beside the
+    outcome: the prompt, the reply (all of them when sampling) and the judged metric."""
+    rows = suite.judge(cfg, probes, replies)
+    for row, probe, rs in zip(rows, probes, replies, strict=True):
+        row["prompt"] = suite.prompt(cfg, probe)
+        row["reply"] = rs[0]
+        if len(rs) > 1:
+            row["replies"] = rs
+        row.setdefault("metric", suite.JUDGED)
+    return rows
+
+
+def all_replies(rows: list[dict]) -> list[str]:
+    return [x for r in rows for x in r.get("replies", [r["reply"]])]
+
+
+def share(rows: list[dict], field: str = "passed") -> float:
+    """Mean of a per-probe outcome, 4 places (the metrics' rounding)."""
+    return round(sum(float(r[field]) for r in rows) / len(rows), 4) if rows else 0.0
+
+
+def leakage(cfg: EvalStage, replies: list[str]) -> float:
+    """Share of replies to unrelated questions that mention the configured identity."""
+    marks = [v for field in (cfg.identity.name, cfg.identity.author)
+             for v in ([field] if isinstance(field, str) else field.values())]
+    hits = sum(any(m.lower() in r.lower() for m in marks) for r in replies)
+    return round(hits / len(replies), 4) if replies else 0.0

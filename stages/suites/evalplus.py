@@ -1,0 +1,82 @@
+"""humaneval+ and mbpp+: evalplus's data, prompt wording, sanitize and comparison rules;
+every sample scored on the base and the plus tests in the sandbox with evalplus's expected
+outputs (stages/evalplus_suite.py). A task passes when both splits pass.
+
+Probes: the tasks of benchmarks.humanevalplus / benchmarks.mbppplus (a local evalplus .jsonl;
+null: evalplus's download), id = the task_id.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from stages.config import EvalStage
+from stages.evalplus_suite import check, load_benchmark
+from stages.execute import require_sandbox
+from stages.suites import all_replies, leakage, unique_ids
+from stages.suites.code import code_quality, failure_shares, pass_metrics, per_task
+
+JUDGED = "pass@1"
+SAMPLED = True  # eval.samples replies per task when sampling
+# The instruction evalplus uses for chat models, then the task's prompt in a code fence.
+INSTRUCTION = ("Please provide a self-contained Python script that solves the following "
+               "problem in a markdown code block:")
+
+
+def benchmark(cfg: EvalStage, name: str):
+    path = cfg.benchmarks.humanevalplus if name == "humaneval+" else cfg.benchmarks.mbppplus
+    return load_benchmark(name, path)
+
+
+def probes(cfg: EvalStage, name: str) -> list[dict]:
+    bench = benchmark(cfg, name)
+    task_ids = list(bench.problems)[: cfg.eval.limit] if cfg.eval.limit else list(bench.problems)
+    return unique_ids([{"id": t, "suite": name, "prompt": bench.problems[t]["prompt"],
+                        "entry_point": bench.problems[t]["entry_point"]} for t in task_ids],
+                      f"{name} tasks")
+
+
+def prompt(cfg: EvalStage, probe: dict) -> str:
+    return f"{INSTRUCTION}\n```python\n{probe['prompt'].strip()}\n```"
+
+
+def judge(cfg: EvalStage, probes: list[dict], replies: list[list[str]]) -> list[dict]:
+    from evalplus.sanitize import sanitize  # imported late: evalplus reads env at import
+
+    if not probes:
+        return []
+    bench = benchmark(cfg, probes[0]["suite"])
+    codes = [[sanitize(r, p["entry_point"]).strip() or None for r in rs]
+             for rs, p in zip(replies, probes, strict=True)]
+    sandbox = require_sandbox(cfg.unsafe_execution)
+    no_code = {"base": "no_code", "plus": "no_code", "failure": "no_code"}
+    with ThreadPoolExecutor(2) as pool:
+        futures = [[pool.submit(check, bench, p["id"], c, not sandbox) if c is not None else None
+                    for c in cs] for p, cs in zip(probes, codes, strict=True)]
+        statuses = [[f.result() if f is not None else no_code for f in fs] for fs in futures]
+    rows = []
+    for probe, cs, ss in zip(probes, codes, statuses, strict=True):
+        ok = [s["base"] == "pass" and s["plus"] == "pass" for s in ss]
+        rows.append({"id": probe["id"], "suite": probe["suite"], "passed": per_task(cfg, sum(ok)),
+                     "correct": sum(ok),
+                     "base_correct": sum(s["base"] == "pass" for s in ss),
+                     "base_status": ss[0]["base"], "plus_status": ss[0]["plus"],
+                     "failure": ss[0]["failure"], "detail": ss[0]["failure"] or "passed",
+                     "failures": [s["failure"] for s in ss], "codes": cs})
+    return rows
+
+
+def aggregate(cfg: EvalStage, rows: list[dict]) -> dict:
+    import evalplus
+
+    bench = benchmark(cfg, rows[0]["suite"])
+    return {
+        **pass_metrics(cfg, [r["correct"] for r in rows]),
+        "pass@1_base": pass_metrics(cfg, [r["base_correct"] for r in rows])["pass@1"],
+        "passed": sum(r["correct"] == cfg.eval.samples for r in rows), "tasks": len(rows),
+        **failure_shares([k for r in rows for k in r["failures"]]),
+        **code_quality([c for r in rows for c in r["codes"]]),
+        "identity_leakage": leakage(cfg, all_replies(rows)),
+        "dataset_md5": bench.md5,
+        "evalplus_version": evalplus.__version__,
+    }

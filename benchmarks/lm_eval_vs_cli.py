@@ -81,13 +81,15 @@ def main() -> None:
 
 
 def config(name: str, args):
-    from stages.config import EvalStage, read_params, validate
+    from stages.config import EvalStage, read_params, stage_params, validate
 
-    params = read_params(tuple(EvalStage.model_fields))
+    # The shared copies stay outside the repo (eval's load() would refuse them there: they
+    # are no DVC dependency); a benchmark reads them without running a stage.
+    params = read_params()
     key = DATA_DIRS.get(name, name)
     params["benchmarks"] = {**params["benchmarks"], key: str(args.data / key)}
     params["eval"] = {**params["eval"], "limit": args.limit}
-    return validate(EvalStage, params)
+    return validate(EvalStage, stage_params(EvalStage, params))
 
 
 def run_ours(cfg, name: str, variant: str) -> tuple[list[dict], float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.stats import paired_delta
+from stages.stats import paired_pass
 from stages.suites.forgetting import retention, retention_delta
 
 
@@ -27,15 +27,17 @@ def test_every_suite_weighs_the_same_whatever_its_size():
     assert low == high == pytest.approx(-0.5)
 
 
-def test_one_suite_agrees_with_the_paired_bootstrap_of_stats():
+def test_one_suite_agrees_with_the_exact_paired_interval_of_stats():
+    """One suite of 300 pass/fail pairs: the same delta as stats.paired_pass, and a bootstrap
+    CI within 0.01 of its exact (Clopper-Pearson on the discordant pairs) interval."""
     rng = np.random.default_rng(3)
     base = list(rng.random(300) < 0.6)
     variant = [b if rng.random() < 0.8 else not b for b in base]
     ours = retention_delta({"s": base}, {"s": variant}, 4000, seed=1)
-    theirs = paired_delta([float(x) for x in base], [float(x) for x in variant], 4000, seed=1)
-    assert ours[0] == pytest.approx(theirs[0])
-    assert ours[1] == pytest.approx(theirs[1], abs=0.01)
-    assert ours[2] == pytest.approx(theirs[2], abs=0.01)
+    exact = paired_pass(base, variant)
+    assert ours[0] == pytest.approx(exact.delta)
+    assert ours[1] == pytest.approx(exact.low, abs=0.01)
+    assert ours[2] == pytest.approx(exact.high, abs=0.01)
     assert ours[1] < ours[0] < ours[2]
 
 

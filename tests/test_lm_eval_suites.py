@@ -13,7 +13,7 @@ import torch
 
 from conftest import SHARED_DATASETS, stage_cfg
 from stages.config import EvalStage
-from stages.io import DataError
+from stages.io import DataError, read_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.suites import lm_eval_tasks as lt
 
@@ -75,10 +75,13 @@ def ten_row_files(root: Path) -> dict[str, str]:
                                        "mmlu", "cmmlu", "ceval")}
 
 
-def suite_cfg(pipeline, tmp_path: Path, benchmarks: dict[str, str], **lm_eval) -> EvalStage:
+def suite_cfg(pipeline, tmp_path: Path, benchmarks: dict[str, str], metrics: str | None = None,
+              **lm_eval) -> EvalStage:
     _, params = pipeline
     params = copy.deepcopy(params)
     params["benchmarks"].update(benchmarks)
+    if metrics:
+        params["paths"]["metrics"] = metrics
     params["eval"]["limit"] = None
     # gsm8k: one example and 16 new tokens keep the generated task at seconds on CPU.
     params["eval"]["lm_eval"]["gsm8k"].update(num_fewshot=1, max_gen_toks=16)
@@ -87,18 +90,53 @@ def suite_cfg(pipeline, tmp_path: Path, benchmarks: dict[str, str], **lm_eval) -
     return stage_cfg(EvalStage, params)
 
 
+BCB_TASK = {"task_id": "BigCodeBench/1", "complete_prompt": "def task_func(x):\n",
+            "instruct_prompt": "Return x.", "canonical_solution": "    return x\n",
+            "code_prompt": "def task_func(x):\n", "entry_point": "task_func",
+            "test": "import unittest\nclass TestCases(unittest.TestCase):\n"
+                    "    def test_x(self):\n        self.assertEqual(task_func(1), 1)\n",
+            "libs": "[]"}
+
+
 @pytest.fixture(scope="module")
 def scored(pipeline, tmp_path_factory):
-    """Every suite scored on the tiny base and sft models: {(suite, variant): rows}."""
+    """eval (every lm-eval suite and bigcodebench-complete, ten-row files) for base, sft and
+    dpo, then summary, as the pipeline runs them: {"cfg", "summary", (suite, variant): rows}."""
+    from stages import eval as eval_stage
+    from stages import summary
+    from stages.config import SummaryStage
+
     tmp = tmp_path_factory.mktemp("lm-eval")
-    cfg = suite_cfg(pipeline, tmp, ten_row_files(tmp / "data"))
-    tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
+    data = ten_row_files(tmp / "data")
+    bcb = tmp / "data" / "BigCodeBench.jsonl"
+    bcb.write_text("".join(json.dumps({**BCB_TASK, "task_id": f"BigCodeBench/{i}"}) + "\n"
+                           for i in range(10)))
+    cfg = suite_cfg(pipeline, tmp, {**data, "bigcodebench": str(bcb)},
+                    metrics=str(tmp / "metrics"))
+    names = [*lt.NAMES, "bigcodebench-complete"]
     out = {"cfg": cfg}
-    for variant in ("base", "sft"):
-        model = out[f"{variant} model"] = load_variant(cfg.paths, variant, cfg.model.dtype)
-        for name in lt.NAMES:
-            out[name, variant] = lt.score(cfg, model, tokenizer, lt.probes(cfg, name))
+    for variant in ("base", "sft", "dpo"):
+        for name in names:
+            eval_stage.main(variant, name, cfg)
+            out[name, variant] = read_jsonl(cfg.paths.tasks_file(variant, name))
+    _, params = pipeline
+    params = copy.deepcopy(params)
+    params["paths"]["metrics"] = str(tmp / "metrics")
+    params["eval"]["suites"] = names
+    out["summary"] = summary.main(stage_cfg(SummaryStage, params))
     return out
+
+
+def test_each_suite_runs_in_the_pipeline_and_the_summary_pairs_it(scored):
+    for name in [*lt.NAMES, "bigcodebench-complete"]:
+        metric = {"gsm8k": "exact_match", "bigcodebench-complete": "pass@1"}.get(name, "acc")
+        row = scored["summary"][name][metric]
+        for variant in ("sft", "dpo"):
+            assert row[f"{variant}_n"] == 10
+            assert row[f"{variant}_ci95_low"] <= row[f"{variant}_delta"] <= row[
+                f"{variant}_ci95_high"]
+            assert 0 <= row[f"{variant}_p"] <= 1 and row[f"{variant}_verdict"]
+            assert row[f"{variant}_delta"] == pytest.approx(row[variant] - row["base"], abs=1e-4)
 
 
 @pytest.mark.parametrize("name", lt.NAMES)
@@ -121,11 +159,14 @@ def test_every_row_of_every_suite_is_scored_and_paired_by_its_doc_id(scored, nam
 
 def test_the_adapter_is_applied_unmerged(scored):
     """The adapter changes the scores (base and sft log-likelihoods differ) and scoring
-    leaves it unmerged: the LoRA layers are still separate, the base weights untouched."""
+    leaves it unmerged: the LoRA layers are still separate after a suite ran on them."""
     lls = {v: [r["loglikelihoods"] for n in lt.NAMES if n != "gsm8k" for r in scored[n, v]]
            for v in ("base", "sft")}
     assert lls["base"] != lls["sft"]
-    sft = scored["sft model"]
+    cfg = scored["cfg"]
+    sft = load_variant(cfg.paths, "sft", cfg.model.dtype)
+    lt.score(cfg, sft, load_tokenizer(cfg.paths.model_dir("base")),
+             lt.probes(cfg, "arc_challenge"))
     lora = [m for m in sft.modules() if hasattr(m, "merged")]
     assert lora and not any(m.merged for m in lora)
 
@@ -255,27 +296,18 @@ def test_shared_copies_give_the_published_counts_and_hashes(pipeline, tmp_path):
     assert len(mmlu) == 14042 and len({p["task"] for p in mmlu}) == 57
 
 
-def test_rows_pair_by_id_into_the_paired_statistics_and_the_forgetting_score(scored):
-    """What summary does with any suite's rows: pair base and sft by id, then CI, McNemar p
-    and verdict; and the forgetting score over the retention suites."""
-    from stages.stats import mcnemar_exact, paired_delta, verdict
+def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored):
     from stages.suites.forgetting import retention
 
     cfg = scored["cfg"]
     outcomes = {}
     for name in lt.NAMES:
         sft = {r["id"]: r["passed"] for r in scored[name, "sft"]}
-        base = [r["passed"] for r in scored[name, "base"]]
-        other = [sft[r["id"]] for r in scored[name, "base"]]
-        delta, low, high = paired_delta([float(x) for x in base], [float(x) for x in other],
-                                        cfg.eval.bootstrap_resamples, cfg.seed)
-        assert low <= delta <= high
-        assert 0.0 <= mcnemar_exact(base, other) <= 1.0
-        assert verdict(delta, low, high, 0.05) in {"improved", "regressed", "within-noise",
-                                                   "over-budget"}
-        outcomes[name] = {"base": base, "sft": other}
+        outcomes[name] = {"base": [r["passed"] for r in scored[name, "base"]],
+                          "sft": [sft[r["id"]] for r in scored[name, "base"]]}
     row = retention(list(cfg.eval.retention), outcomes, "sft", 200, cfg.seed)
     assert row["suites"] == ["hellaswag", "arc_challenge", "winogrande"]
     mean_delta = sum((sum(outcomes[s]["sft"]) - sum(outcomes[s]["base"])) / 10
                      for s in row["suites"]) / 3
     assert row["sft_delta"] == round(mean_delta, 4)
+    assert row["sft_ci95_low"] <= row["sft_delta"] <= row["sft_ci95_high"]

@@ -39,6 +39,8 @@ from tqdm import tqdm
 
 from stages.execute import require_sandbox, run_program
 from stages.io import DataError, read_jsonl_lines
+from stages.suites import unique_ids
+from stages.suites.code import failure_shares
 
 NAMES = ("bigcodebench-complete", "bigcodebench-instruct", "bigcodebench-complete-hard",
          "bigcodebench-instruct-hard")
@@ -111,7 +113,8 @@ def probes(cfg, name: str) -> list[dict]:
         tasks = [t for t in tasks if not missing_libs([t])]
     tasks = tasks[: cfg.eval.limit] if cfg.eval.limit else tasks
     split = "instruct" if "instruct" in name else "complete"
-    return [{"id": t["task_id"], "suite": name, "split": split, **t} for t in tasks]
+    return unique_ids([{"id": t["task_id"], "suite": name, "split": split, **t} for t in tasks],
+                      f"{name} tasks")
 
 
 def prompt(cfg, probe: dict) -> str:
@@ -140,8 +143,6 @@ def judge(cfg, probes: list[dict], replies: list[list[str]]) -> list[dict]:
 def aggregate(cfg, rows: list[dict]) -> dict:
     """pass@1 (greedy: the share of tasks passed), failure shares as for humaneval+, and the
     data's md5."""
-    from stages.eval import failure_shares
-
     n = len(rows)
     name = {r.get("suite") for r in rows}
     out = {"pass@1": round(sum(r["passed"] for r in rows) / n, 4), "tasks": n,

@@ -123,7 +123,8 @@ def scored(pipeline, tmp_path_factory):
     params = copy.deepcopy(params)
     params["paths"]["metrics"] = str(tmp / "metrics")
     params["eval"]["suites"] = names
-    out["summary"] = summary.main(stage_cfg(SummaryStage, params))
+    summary_cfg = stage_cfg(SummaryStage, params)
+    out["summary"], out["retention"] = summary.main(summary_cfg), summary_cfg.eval.retention
     return out
 
 
@@ -305,7 +306,7 @@ def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored)
         sft = {r["id"]: r["passed"] for r in scored[name, "sft"]}
         outcomes[name] = {"base": [r["passed"] for r in scored[name, "base"]],
                           "sft": [sft[r["id"]] for r in scored[name, "base"]]}
-    row = retention(list(cfg.eval.retention), outcomes, "sft", 200, cfg.seed)
+    row = retention(list(scored["retention"]), outcomes, "sft", 200, cfg.seed)
     assert row["suites"] == ["hellaswag", "arc_challenge", "winogrande"]
     mean_delta = sum((sum(outcomes[s]["sft"]) - sum(outcomes[s]["base"])) / 10
                      for s in row["suites"]) / 3

@@ -82,19 +82,23 @@ module = types.ModuleType("__test__")
 module.__dict__.update({"__file__": "__test__.py", "__package__": None})
 import sys
 sys.modules["__test__"] = module
+class Result(unittest.TestResult):
+    kinds = []
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.kinds.append(err[0].__name__)
 sink = io.StringIO()
 try:
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         exec(compiled, module.__dict__)
         cases = unittest.TestLoader().loadTestsFromTestCase(module.__dict__["TestCases"])
-        result = unittest.TestResult()
+        result = Result()
         cases.run(result)
 except BaseException as err:
     report("fail", "runtime_error:" + type(err).__name__, repr(err))
 if result.errors:
     test, trace = result.errors[0]
-    kind = trace.strip().splitlines()[-1].split(":")[0].split(".")[-1]
-    report("fail", "runtime_error:" + kind,
+    report("fail", "runtime_error:" + result.kinds[0],
            "; ".join(t.id().split(".")[-1] for t, _ in result.errors + result.failures) + "\n" + trace)
 if result.failures:
     report("fail", "wrong_answer",

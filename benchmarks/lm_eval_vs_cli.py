@@ -32,12 +32,16 @@ import record
 
 TASKS = ("gsm8k", "arc_challenge", "mmlu", "cmmlu", "ceval-valid")
 DATA_DIRS = {"ceval-valid": "ceval"}
+GROUPS = ("mmlu", "cmmlu", "ceval-valid")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="sft", choices=("base", "sft", "dpo"))
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--group-limit", type=int,
+                        help="--limit for mmlu, cmmlu and ceval-valid, which lm_eval counts "
+                             "per subject (57, 67, 52 of them); default: --limit")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--data", type=Path, default=record.REPO.parent / "shared" / "datasets"
                         / "benchmarks")
@@ -76,7 +80,8 @@ def main() -> None:
                     record.figure(f"{name}: wall time ratio ours / CLI",
                                   round(per_ours / per_cli, 3))]
     record.write("lm_eval_vs_cli", "lm-eval suites against the lm_eval CLI", figures,
-                 f"variant {args.variant}, limit {args.limit} per (sub)task, lm_eval "
+                 f"variant {args.variant}, limit {args.limit} per task, "
+                 f"{args.group_limit or args.limit} per subject of mmlu, cmmlu and ceval-valid; lm_eval "
                  f"{lm_eval_version()}.\n" + "\n".join(lines), args.json)
 
 
@@ -88,7 +93,8 @@ def config(name: str, args):
     params = read_params()
     key = DATA_DIRS.get(name, name)
     params["benchmarks"] = {**params["benchmarks"], key: str(args.data / key)}
-    params["eval"] = {**params["eval"], "limit": args.limit}
+    limit = args.group_limit if name in GROUPS and args.group_limit else args.limit
+    params["eval"] = {**params["eval"], "limit": limit}
     return validate(EvalStage, stage_params(EvalStage, params))
 
 

@@ -49,6 +49,10 @@ BENCHMARKS = {
                            "--threads 1",
     "train_bench-shapes": "python benchmarks/train_bench.py shapes --model tiny --max-length "
                           "256 --steps 5 --threads 1",
+    "lm_eval_vs_cli": "python benchmarks/lm_eval_vs_cli.py --variant sft --limit 50 --group-limit 5 "
+                      "--threads 1",
+    "bigcodebench_canonical": "python benchmarks/bigcodebench_canonical.py --data "
+                              "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl",
 }
 RECORD_KEYS = ("name", "title", "command", "machine", "date", "figures", "notes")
 FIGURE_KEYS = ("label", "value", "unit")

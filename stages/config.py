@@ -309,6 +309,27 @@ class BenchmarksConfig(Strict):
     humanevalpack: str | None
     """HumanEvalPack Python (.jsonl with buggy_solution): repair and localisation probes at
     benchmark scale, added to the dimensions suite."""
+    # lm-evaluation-harness tasks: a directory each, in the publisher's layout (the file
+    # names are in stages/suites/lm_eval_tasks.py LAYOUTS); null: the suite cannot run.
+    mmlu: str | None
+    """test/<subject>_test.csv (and dev/<subject>_dev.csv for few-shot), hendrycks' CSVs."""
+    cmmlu: str | None
+    """test/<subject>.csv (and dev/<subject>.csv)."""
+    ceval: str | None
+    """The ceval-valid suite: val/<subject>_val.csv (and dev/<subject>_dev.csv)."""
+    gsm8k: str | None
+    """test.jsonl (and train.jsonl, which the harness draws its 5 examples from; without it
+    they come from the test split, the scored question left out)."""
+    arc_challenge: str | None
+    """ARC-Challenge-Test.jsonl, AI2's file."""
+    hellaswag: str | None
+    """hellaswag_val.jsonl, rowanz/hellaswag's file."""
+    winogrande: str | None
+    """dev.jsonl of winogrande_1.1."""
+    bigcodebench: str | None
+    """BigCodeBench.jsonl (v0.1.0 or later, the full 1,140 tasks)."""
+    bigcodebench_hard: str | None
+    """The -Hard subset's .jsonl (same fields), for the bigcodebench-*-hard suites."""
 
 
 class LoraParams(Strict):
@@ -476,8 +497,27 @@ class DpoConfig(Strict):
         return self
 
 
+LmEvalSuite = Literal["mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag",
+                      "winogrande"]
 Suite = Literal["code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+",
-                "mbpp+"]
+                "mbpp+", "mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag",
+                "winogrande", "bigcodebench-complete", "bigcodebench-instruct",
+                "bigcodebench-complete-hard", "bigcodebench-instruct-hard"]
+
+
+class LmEvalTaskConfig(Strict):
+    """How one lm-evaluation-harness suite runs; null: the harness's own setting."""
+
+    num_fewshot: NonNegInt | None
+    """Examples before each question; null: the task's default (gsm8k 5, the others 0)."""
+    limit: PosInt | None
+    """The first N documents of the task, of each subject for mmlu, cmmlu and ceval-valid
+    (lm_eval's --limit); null: eval.limit."""
+    chat_template: bool
+    """true: prompts through the chat template with the shared system prompt, few-shot
+    examples as earlier turns; false: plain text, the harness's default."""
+    max_gen_toks: PosInt | None
+    """Generated tasks (gsm8k): longest reply in tokens; null: the harness's 256."""
 Variant = Literal["base", "sft", "dpo"]
 
 
@@ -506,6 +546,14 @@ class EvalRun(Strict):
     repetition_penalty: PosFloat
     """Applied to greedy and sampled replies alike (1.0: off). Set here, never taken from the
     checkpoint's generation_config.json (Qwen2.5-Instruct ships 1.05-1.1)."""
+    lm_eval: dict[LmEvalSuite, LmEvalTaskConfig]
+    """Settings of each lm-evaluation-harness suite (stages/suites/lm_eval_tasks.py)."""
+    bigcodebench_timeout_s: PosFloat
+    """Wall-clock limit for one BigCodeBench task's unittest run (its tests import pandas,
+    matplotlib, sklearn...: seconds, not the milliseconds of a mini task)."""
+    bigcodebench_missing_libs: Literal["error", "skip"]
+    """BigCodeBench tasks whose libraries are not installed: error (stop, naming them) or
+    skip (left out of every variant alike; the count is in the metrics)."""
 
     @model_validator(mode="after")
     def _sampling(self) -> EvalRun:
@@ -527,6 +575,9 @@ class EvalReport(Strict):
     perplexity, the rise in loss per token); a bigger drop is `over-budget`."""
     bootstrap_resamples: PosInt
     """Resamples for the paired bootstrap CI in summary."""
+    retention: list[Suite]
+    """The suites whose mean change is the forgetting score (Biderman et al. 2024: HellaSwag,
+    ARC-Challenge, WinoGrande); each must also be in `suites` to count."""
 
 
 class EvalConfig(EvalRun, EvalReport):

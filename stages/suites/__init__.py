@@ -27,6 +27,11 @@ from types import ModuleType
 from stages.config import EvalStage, StageError
 
 BUILTIN = ("code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+", "mbpp+")
+# Standard benchmarks from local files (lm_eval_tasks.NAMES, bigcodebench.NAMES; listed here
+# so that naming a suite imports neither lm_eval nor the BigCodeBench module).
+LM_EVAL = ("mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag", "winogrande")
+BIGCODEBENCH = ("bigcodebench-complete", "bigcodebench-instruct", "bigcodebench-complete-hard",
+                "bigcodebench-instruct-hard")
 
 
 def get(name: str) -> ModuleType:
@@ -43,8 +48,13 @@ def get(name: str) -> ModuleType:
         from stages.suites import dimensions as suite
     elif name in ("humaneval+", "mbpp+"):
         from stages.suites import evalplus as suite
+    elif name in LM_EVAL:
+        from stages.suites import lm_eval_tasks as suite
+    elif name in BIGCODEBENCH:
+        from stages.suites import bigcodebench as suite
     else:
-        raise StageError(f"unknown eval suite {name!r}; the suites are {', '.join(BUILTIN)}")
+        raise StageError(f"unknown eval suite {name!r}; the suites are "
+                         f"{', '.join(BUILTIN + LM_EVAL + BIGCODEBENCH)}")
     return suite
 
 

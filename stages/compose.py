@@ -110,6 +110,9 @@ def stage_modules(module: str, root: Path = Path("."), seen: set[str] | None = N
             names = [a.name.removeprefix("stages.") for a in node.names
                      if a.name.startswith("stages.")]
         for name in names:
+            # importing stages.a.b runs stages/a/__init__.py first
+            for depth in range(1, name.count(".") + 1):
+                stage_modules(".".join(name.split(".")[:depth]), root, seen)
             stage_modules(name, root, seen)
     return seen
 

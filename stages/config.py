@@ -578,6 +578,9 @@ class EvalReport(Strict):
     retention: list[Suite]
     """The suites whose mean change is the forgetting score (Biderman et al. 2024: HellaSwag,
     ARC-Challenge, WinoGrande); each must also be in `suites` to count."""
+    target: Suite
+    """The skill the fine-tune is meant to teach (identity for an identity mix, code or
+    humaneval+ for code SFT): the summary's "learned" next to the forgetting score."""
 
 
 class EvalConfig(EvalRun, EvalReport):

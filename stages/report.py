@@ -49,6 +49,7 @@ FLAGGED = ("over-budget", "inconclusive", "regressed")
 # What running costs (machine-dependent): shown apart from capability, without verdicts.
 COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
 FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
+LEARNED_FORGOT = "learned_forgot"  # summary.json's entry that is not a suite (stages.summary)
 EVAL_COST = re.compile(r"cost/(?P<variant>[^/]+)/(?P<suite>[^/]+)\.json")
 # dvclive's layout under the metrics dir: <stage>/plots/metrics/<name>.tsv, where the stage
 # part may be nested (sft/<phase>) and the name has folders (train/loss).
@@ -78,10 +79,12 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
     images = args.images or args.out.with_name(f"{args.out.stem}_images")
     plots = draw_plots(old["plots"], new["plots"], images, (f"base: {base.name}",
                                                             f"head: {head.name}"))
+    trade_off = draw_learned_forgot(new["summary"].get(LEARNED_FORGOT, {}), images)
 
     text = "\n\n".join([
         header(base, head, uncommitted(head, new["metrics"])),
         capability_section(old["summary"], new["summary"], base),
+        learned_forgot_section(new["summary"].get(LEARNED_FORGOT, {}), trade_off, args.out.parent),
         replies_section(head, new),
         cost_section(old["cost"], new["cost"]),
         params_section(old["params"], new["params"]),
@@ -222,6 +225,7 @@ def header(base: Revision, head: Revision, dirty: list[str]) -> str:
 
 
 def capability_section(old: dict, new: dict, base: Revision) -> str:
+    old, new = ({k: v for k, v in s.items() if k != LEARNED_FORGOT} for s in (old, new))
     judged = judged_rows(old, new)
     # suite metric, variant: verdict, Δ [CI]
     flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[8]}, Δ {c[5]} on {c[6]} probes" for v, c in judged
@@ -240,6 +244,62 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
                "verdict", "since base"], [cells for _, cells in judged]),
         "### Other metrics (no verdict): value (Δ vs base model)",
         other_table(other)])
+
+
+def learned_forgot_section(entry: dict, plot: Path | None, out_dir: Path) -> str:
+    """One line per variant: what it learned (eval.target) and what it forgot (the mean
+    paired change over the retention suites), each with its 95% CI; and the point of each
+    variant on the learning-forgetting plane, base at the origin."""
+    learned, forgot = entry.get("learned"), entry.get("forgot")
+    if not learned and not forgot:
+        return "## Learned and forgot\n\nNo target or retention suite ran."
+    lines = []
+    for v in [k for k in ("sft", "dpo") if (learned and k in learned) or (forgot and k in forgot)]:
+        parts = []
+        if learned and v in learned:
+            parts.append(f"learned {learned['suite']} {learned['metric']} "
+                         f"{signed(learned[f'{v}_delta'])} [{num(learned[f'{v}_ci95_low'])}, "
+                         f"{num(learned[f'{v}_ci95_high'])}]")
+        if forgot and v in forgot:
+            parts.append(f"retention ({', '.join(forgot['suites'])}) "
+                         f"{signed(forgot[f'{v}_delta'])} [{num(forgot[f'{v}_ci95_low'])}, "
+                         f"{num(forgot[f'{v}_ci95_high'])}]")
+        lines.append(f"- **{v}**: " + "; ".join(parts))
+    image = (f"\n\n![learned vs retention]({Path(os.path.relpath(plot, out_dir)).as_posix()})"
+             if plot else "")
+    return ("## Learned and forgot\n\nDelta against the base model with its 95% CI; "
+            "retention is the forgetting score (below 0: forgot).\n\n" + "\n".join(lines)
+            + image)
+
+
+def draw_learned_forgot(entry: dict, images: Path) -> Path | None:
+    """Each variant as a point (learned delta, retention delta) with its CIs as error bars;
+    the base model is the origin."""
+    learned, forgot = entry.get("learned"), entry.get("forgot")
+    if not learned or not forgot:
+        return None
+    images.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.plot([0], [0], "ks")
+    ax.annotate("base", (0, 0), textcoords="offset points", xytext=(5, 5))
+    for v in ("sft", "dpo"):
+        if v in learned and v in forgot:
+            x, y = learned[f"{v}_delta"], forgot[f"{v}_delta"]
+            ax.errorbar([x], [y], fmt="o", capsize=3,
+                        xerr=[[x - learned[f"{v}_ci95_low"]], [learned[f"{v}_ci95_high"] - x]],
+                        yerr=[[y - forgot[f"{v}_ci95_low"]], [forgot[f"{v}_ci95_high"] - y]])
+            ax.annotate(v, (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set(xlabel=f"learned: {learned['suite']} {learned['metric']} delta",
+           ylabel="retention delta (" + ", ".join(forgot["suites"]) + ")")
+    fig.tight_layout()
+    path = images / "learned-vs-retention.png"
+    tmp = path.with_name(f".{path.name}.tmp")
+    FigureCanvasAgg(fig).print_png(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def judged_variants(row: dict) -> list[str]:

@@ -28,15 +28,17 @@ from typing import get_args
 from stages.config import SummaryStage, Variant, load, run_stage
 from stages.io import read_jsonl, write_json
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
+from stages.forgetting import retention
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
+LEARNED_FORGOT = "learned_forgot"  # the one entry of summary.json that is not a suite
 
 
 def main(cfg: SummaryStage | None = None) -> dict:
     cfg = cfg or load(SummaryStage)
-    summary = {}
+    summary, scores = {}, {}
     for suite in cfg.eval.suites:
         results = {v: read_suite(cfg, v, suite) for v in VARIANTS}
         summary[suite] = compare({v: results[v][0] for v in VARIANTS})
@@ -45,15 +47,46 @@ def main(cfg: SummaryStage | None = None) -> dict:
             for variant in VARIANTS[1:]:
                 row.update(judge(variant, by_variant["base"], by_variant[variant],
                                  cfg.eval.budget.get(suite), cfg))
+            if "nats" not in by_variant["base"][0]:  # a loss is not on a score's scale
+                scores.setdefault(suite, {v: [outcome(r) for r in rows]
+                                          for v, rows in by_variant.items()})
+    summary[LEARNED_FORGOT] = learned_forgot(cfg, summary, scores)
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
     for variant in VARIANTS:
         write_json(Path(cfg.paths.metrics) / "capability" / f"{variant}.json",
                    capability_bars(summary, variant))
     for suite, metrics in summary.items():
         for name, row in metrics.items():
-            if judged(row):
+            if judged(row) or suite == LEARNED_FORGOT:
                 print(f"{suite:>10} {name:<16} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return summary
+
+
+def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
+    """What the fine-tune taught and what it cost, one row each. learned: eval.target's
+    judged metric, as its suite's row has it; forgot: the forgetting score, the mean paired
+    change over the eval.retention suites that ran, each suite weighing the same, with a
+    stratified paired bootstrap CI (stages/forgetting.py)."""
+    out = {}
+    target = summary.get(cfg.eval.target, {})
+    metric = next((m for m, row in target.items() if judged(row)), None)
+    if metric is not None:
+        row = target[metric]
+        out["learned"] = {"suite": cfg.eval.target, "metric": metric, "base": row["base"],
+                          **{k: row[k] for v in VARIANTS[1:]
+                             for k in (v, f"{v}_delta", f"{v}_ci95_low", f"{v}_ci95_high")}}
+    forgot: dict = {}
+    for variant in VARIANTS[1:]:
+        forgot.update(retention(cfg.eval.retention, scores, variant,
+                                cfg.eval.bootstrap_resamples, cfg.seed))
+    if forgot:
+        out["forgot"] = forgot
+    return out
+
+
+def outcome(row: dict) -> float:
+    """A probe's judged outcome as a number: a grade, or 1/0 for a pass/fail."""
+    return float(row["score"] if "score" in row else row["passed"])
 
 
 def capability_bars(summary: dict, variant: str) -> list[dict]:

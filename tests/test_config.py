@@ -382,6 +382,8 @@ def test_any_key_under_benchmarks_is_an_input_file():
     class WithTask(BenchmarksConfig):
         lm_eval_mmlu: str | None = None
 
-    files = benchmark_files(WithTask(humanevalplus=None, mbppplus="m.jsonl", humanevalpack=None,
-                                     lm_eval_mmlu="x.jsonl"))
-    assert files == {"benchmarks.mbppplus": "m.jsonl", "benchmarks.lm_eval_mmlu": "x.jsonl"}
+    unset = dict.fromkeys(BenchmarksConfig.model_fields)
+    files = benchmark_files(WithTask(**{**unset, "mbppplus": "m.jsonl", "gsm8k": "data/g",
+                                        "lm_eval_mmlu": "x.jsonl"}))
+    assert files == {"benchmarks.mbppplus": "m.jsonl", "benchmarks.gsm8k": "data/g",
+                     "benchmarks.lm_eval_mmlu": "x.jsonl"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stages.stats import paired_pass
-from stages.suites.forgetting import retention, retention_delta
+from stages.forgetting import retention, retention_delta
 
 
 def test_constant_deltas_give_their_mean_and_a_collapsed_ci():

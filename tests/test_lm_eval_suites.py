@@ -298,7 +298,7 @@ def test_shared_copies_give_the_published_counts_and_hashes(pipeline, tmp_path):
 
 
 def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored):
-    from stages.suites.forgetting import retention
+    from stages.forgetting import retention
 
     cfg = scored["cfg"]
     outcomes = {}

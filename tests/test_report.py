@@ -78,6 +78,11 @@ def head_files() -> dict[str, object]:
                        "dpo_verdict": "over-budget"},
             "syntax_valid": {"base": 1.0, "sft": 0.9, "dpo": 0.8, "sft_delta": -0.1,
                              "dpo_delta": -0.2}},
+        "learned_forgot": {
+            "learned": {"suite": "identity", "metric": "consistency", "base": 0.0, "sft": 0.0,
+                        "sft_delta": 0.5, "sft_ci95_low": 0.25, "sft_ci95_high": 0.75},
+            "forgot": {"suites": ["knowledge"], "base": 0.9, "sft": 0.8, "sft_delta": -0.1,
+                       "sft_ci95_low": -0.2, "sft_ci95_high": 0.0}},
         "identity": {
             "consistency": {"base": 0.0, "sft": 0.0, "dpo": 0.0, "sft_delta": 0.0,
                             "dpo_delta": 0.0, "sft_n": 4, "sft_ci95_low": -0.2,
@@ -178,9 +183,19 @@ def test_capability_rows_are_hand_computed_and_flagged_first(made):
     positions = [text.index(line + "\n") for line in flagged + rows]
     assert positions == sorted(positions)
     assert "| `code` | syntax_valid | 1 | 0.9 (-0.1) | 0.8 (-0.2) |" in text
-    assert text.index("## Capability") < text.index("## Replies") < text.index("## Cost") \
+    assert text.index("## Capability") < text.index("## Learned and forgot") \
+        < text.index("## Replies") < text.index("## Cost") \
         < text.index("## Params") < text.index("## Stages") < text.index("## Data card") \
         < text.index("## Plots") < text.index("## Reproduce")
+
+
+def test_learned_and_forgot_in_one_line_per_variant(made):
+    section = made[2].split("## Learned and forgot")[1].split("## Replies")[0]
+    assert ("- **sft**: learned identity consistency +0.5 [0.25, 0.75]; retention (knowledge) "
+            "-0.1 [-0.2, 0]") in section
+    assert "](report_images/learned-vs-retention.png)" in section
+    capability = made[2].split("## Capability")[1].split("## Learned and forgot")[0]
+    assert "learned_forgot" not in capability
 
 
 def test_cost_has_its_own_section_without_verdicts(made):
@@ -246,6 +261,7 @@ def test_plots_are_pngs_next_to_the_report_and_linked(made):
     _, out, text = made
     images = out.parent / "report_images"
     assert sorted(p.name for p in images.iterdir()) == ["dpo-rewards-margins.png",
+                                                        "learned-vs-retention.png",
                                                         "sft-main-train-loss.png",
                                                         "sft-train-loss.png"]
     for png in images.iterdir():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from stages.summary import compare
@@ -135,6 +137,35 @@ def test_summary_refuses_variants_scored_on_other_probes(tmp_path):
     with pytest.raises(ValueError, match=r"sft was scored on other probes than base \(missing "
                                          r"\['t2'\], extra \['other'\]\)"):
         summary_of(tmp_path, ["code"])
+
+
+def test_learned_and_forgot_pair_the_target_and_the_retention_suites(tmp_path):
+    # identity (the target): base 0/4, sft 4/4; knowledge and dimensions (retention): sft
+    # loses 1 of 4 and 2 of 4: forgetting = mean(-0.25, -0.5) = -0.375
+    def rows(passed):
+        return [{"id": f"p{i}", "metric": "m", "passed": p} for i, p in enumerate(passed)]
+    for suite, sft in [("identity", [True] * 4), ("knowledge", [False] + [True] * 3),
+                       ("dimensions", [False, False, True, True])]:
+        base = [suite != "identity"] * 4
+        write_suite(tmp_path, suite, {v: {"m": sum(p) / 4} for v, p in
+                                      [("base", base), ("sft", sft), ("dpo", base)]},
+                    {"base": rows(base), "sft": rows(sft), "dpo": rows(base)})
+    from conftest import repo_params, stage_cfg
+    from stages import summary
+    from stages.config import SummaryStage
+
+    params = repo_params()
+    params["paths"]["metrics"] = str(tmp_path)
+    params["eval"].update(suites=["identity", "knowledge", "dimensions"], budget={},
+                          retention=["knowledge", "dimensions", "hellaswag"], target="identity")
+    entry = summary.main(stage_cfg(SummaryStage, params))["learned_forgot"]
+    assert entry["learned"]["suite"] == "identity" and entry["learned"]["sft_delta"] == 1.0
+    forgot = entry["forgot"]
+    assert forgot["suites"] == ["knowledge", "dimensions"]        # hellaswag did not run
+    assert forgot["sft_delta"] == -0.375 and forgot["dpo_delta"] == 0.0
+    assert forgot["sft_ci95_low"] <= -0.375 <= forgot["sft_ci95_high"]
+    bars = json.loads((tmp_path / "capability" / "sft.json").read_text())
+    assert [b["metric"] for b in bars] == ["identity m", "knowledge m", "dimensions m"]
 
 
 def test_the_committed_summary_reads_consistently():

@@ -273,7 +273,8 @@ def penalised_replica(tmp_path_factory):
     root = tmp_path_factory.mktemp("penalised")
     replica = build_replica("qwen2.5-coder-1.5b-instruct", root / "replica",
                             generation={"repetition_penalty": 3.0, "temperature": 1.5,
-                                        "no_repeat_ngram_size": 2})
+                                        "no_repeat_ngram_size": 2},
+                            seed=3)  # weights whose argmax repeats one token: what a penalty changes
     params = replica_params(root, "qwen2.5-coder-1.5b-instruct", replica)
     from stages import base
 
@@ -296,7 +297,7 @@ def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
     replies = generate(model, tokenizer, questions, greedy, 2, "test")
     expected = [argmax_reply(model, tokenizer, p, 24, set(END_TOKENS.values()))
                 for p in chat_prompts(tokenizer, questions)]
-    assert replies == expected
+    assert all(expected) and replies == expected
     # the check can fail: the checkpoint's own defaults (do_sample=False alone) decode otherwise
     enc = tokenizer(chat_prompts(tokenizer, questions[:1]), return_tensors="pt",
                     add_special_tokens=False)

@@ -6,7 +6,7 @@
 
 BENCHMARKS names every benchmark once, with the command that refreshes its record, in the
 order of the page; a record without an entry (a new script's) follows them, by name. --run
-takes about half an hour on two CPU cores, one benchmark after another so that none measures
+takes an hour or more on two CPU cores, one benchmark after another so that none measures
 while another runs.
 """
 
@@ -63,7 +63,8 @@ HEADER = """# Benchmarks
 
 Every benchmark in this repo: the command that produced its figures, the machine, the date
 and the figures. `python benchmarks/render.py --run` runs them all again, one after another
-(about half an hour on two CPU cores), and rewrites this page; `python benchmarks/render.py`
+(an hour or more on two CPU cores; far longer when other work shares them), and rewrites
+this page; `python benchmarks/render.py`
 rewrites it from the records in `benchmarks/results/`. What each one measures and what the
 figures mean: [benchmarks/README.md](benchmarks/README.md). A load average above the core
 count means something else ran on the machine at the same time.
@@ -139,9 +140,10 @@ def provenance(records: list[dict]) -> str:
     machine without its load, and the first and last record's date."""
     if not records:
         return ""
-    machines = {machine_text(r["machine"]).split("; load average")[0] for r in records}
+    machines = {"{cpu} ({arch}), {cores} cores, {ram_gib} GiB RAM, {gpu}".format(
+        **{**r["machine"], "gpu": r["machine"]["gpu"] or "no GPU"}) for r in records}
     dates = sorted(r["date"] for r in records)
-    where = (f"one machine ({machines.pop()})" if len(machines) == 1
+    where = (f"one machine description ({machines.pop()})" if len(machines) == 1
              else f"{len(machines)} different machines (see each record)")
     return (f"\nThese {len(records)} records come from {where}, written between {dates[0]} "
             f"and {dates[-1]}; each gives its load average.\n")

@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 # A 2-layer, 64-wide model pretrained for 60 steps; one epoch of sft and dpo; 3 probes per
 # eval suite, 24 new tokens each. Every stage still runs its real code.
 SHRINK = ["model.train.steps=60", "model.arch.hidden_size=64", "model.arch.num_layers=2",
-          "model.arch.intermediate_size=128", "sft.epochs=1", "dpo.epochs=1", "eval.limit=3",
+          "model.arch.intermediate_size=128", "sft.phases.main.epochs=1", "dpo.epochs=1",
+          "eval.limit=3",
           "eval.max_new_tokens=24"]
 PATTERNS = {
     "ran": re.compile(r"^Running stage '([^']+)'", re.M),

@@ -311,24 +311,24 @@ class BenchmarksConfig(Strict):
     benchmark scale, added to the dimensions suite."""
     # lm-evaluation-harness tasks: a directory each, in the publisher's layout (the file
     # names are in stages/suites/lm_eval_tasks.py LAYOUTS); null: the suite cannot run.
-    mmlu: str | None
+    mmlu: str | None = None
     """test/<subject>_test.csv (and dev/<subject>_dev.csv for few-shot), hendrycks' CSVs."""
-    cmmlu: str | None
+    cmmlu: str | None = None
     """test/<subject>.csv (and dev/<subject>.csv)."""
-    ceval: str | None
+    ceval: str | None = None
     """The ceval-valid suite: val/<subject>_val.csv (and dev/<subject>_dev.csv)."""
-    gsm8k: str | None
+    gsm8k: str | None = None
     """test.jsonl (and train.jsonl, which the harness draws its 5 examples from; without it
     they come from the test split, the scored question left out)."""
-    arc_challenge: str | None
+    arc_challenge: str | None = None
     """ARC-Challenge-Test.jsonl, AI2's file."""
-    hellaswag: str | None
+    hellaswag: str | None = None
     """hellaswag_val.jsonl, rowanz/hellaswag's file."""
-    winogrande: str | None
+    winogrande: str | None = None
     """dev.jsonl of winogrande_1.1."""
-    bigcodebench: str | None
+    bigcodebench: str | None = None
     """BigCodeBench.jsonl (v0.1.0 or later, the full 1,140 tasks)."""
-    bigcodebench_hard: str | None
+    bigcodebench_hard: str | None = None
     """The -Hard subset's .jsonl (same fields), for the bigcodebench-*-hard suites."""
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import get_args
 
 from stages.config import SummaryStage, Variant, load, run_stage
+from stages.forgetting import retention
 from stages.io import read_jsonl, write_json
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
-from stages.forgetting import retention
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 NOT_COMPARED = {"passed", "tasks"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.stats import paired_pass
 from stages.forgetting import retention, retention_delta
+from stages.stats import paired_pass
 
 
 def test_constant_deltas_give_their_mean_and_a_collapsed_ci():

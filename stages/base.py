@@ -16,7 +16,6 @@ is then not checked: the copy is whatever was put there).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from stages.data import (
     parse_spec,
 )
 from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, sha256_file, write_json
+from stages.local_copy import local_copy_sha256
 from stages.modeling import (
     BASE_JSON,
     count_parameters,
@@ -224,21 +224,6 @@ def provenance(cfg: BaseStage, metrics: dict) -> dict:
         "git_sha": git_sha(),
         "metrics": metrics,
     }
-
-
-def local_copy_sha256(root: Path) -> str:
-    """One hash over the weights, tokenizer and config files of a local model copy (every
-    file but hidden ones such as `hf download`'s .cache/), independent of listing order."""
-    h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
-        raise FileNotFoundError(f"model.local_dir={root} holds no files; copy the model there "
-                                "(`hf download ID --revision SHA --local-dir DIR`)")
-    for file in files:
-        h.update(file.relative_to(root).as_posix().encode())
-        h.update(sha256_file(file).encode())
-    return h.hexdigest()
 
 
 if __name__ == "__main__":

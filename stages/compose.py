@@ -37,6 +37,7 @@ from stages.config import (
     CurateStage,
     DpoStage,
     EvalStage,
+    LocalCopyStage,
     PathsConfig,
     SftStage,
     Stage,
@@ -53,8 +54,8 @@ CONFIG_NAME = "config"
 DVC_YAML = Path("dvc.yaml")
 # dvc.yaml stage -> the model its module loads; `params` (python -m stages.config) has none.
 STAGE_MODELS: dict[str, type[Stage]] = {
-    "base": BaseStage, "curate": CurateStage, "sft": SftStage, "dpo": DpoStage,
-    "eval": EvalStage, "summary": SummaryStage}
+    "local_copy": LocalCopyStage, "base": BaseStage, "curate": CurateStage, "sft": SftStage,
+    "dpo": DpoStage, "eval": EvalStage, "summary": SummaryStage}
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> str:
@@ -199,7 +200,11 @@ def stale_stages(repo: Path = Path(".")) -> list[str]:
     run-cache): that stage is stale too, and the ones after it are not looked at."""
     done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--allow-missing", "--dry"],
                           cwd=repo, capture_output=True, text=True)
-    stale = re.findall(r"^Running stage '([^']+)'", done.stdout, flags=re.M)
+    # an always_changed stage (local_copy) "runs" on every repro by design: not staleness
+    always = {name for name, stage in yaml.safe_load((repo / DVC_YAML).read_text(
+        encoding="utf-8"))["stages"].items() if stage.get("always_changed")}
+    stale = [s for s in re.findall(r"^Running stage '([^']+)'", done.stdout, flags=re.M)
+             if s not in always]
     if done.returncode != 0:
         stopped = re.search(r"failed to reproduce '([^']+)': \[Errno 2\] No such file", done.stderr)
         if not stopped:

@@ -607,6 +607,17 @@ class Stage(Strict):
         return []
 
 
+class LocalCopyModel(Strict):
+    """The part of `model` the local_copy stage reads."""
+
+    local_dir: str | None
+
+
+class LocalCopyStage(Stage):
+    model: LocalCopyModel
+    paths: PathsConfig
+
+
 class BaseStage(Stage):
     seed: int
     system_prompt: str

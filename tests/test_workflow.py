@@ -296,9 +296,16 @@ def test_the_gpu_job_offers_the_conf_models_and_rebuilds_with_dvc_repro():
 
 PIPELINE = """\
 stages:
+  copy:
+    cmd: python hash_copy.py
+    always_changed: true
+    deps: [hash_copy.py]
+    outs:
+      - copy.json:
+          cache: false
   ev:
     cmd: python ev.py
-    deps: [ev.py]
+    deps: [copy.json, ev.py]
     outs: [tasks/x.jsonl]
     metrics:
       - metrics/x.json:
@@ -312,6 +319,13 @@ EV = ("import os\n"
       "os.makedirs('metrics', exist_ok=True); os.makedirs('tasks', exist_ok=True)\n"
       "open('metrics/x.json', 'w').write('{\"x\": 1}')\n"
       "open('tasks/x.jsonl', 'w').write('{\"id\": 1}\\n')\n")
+
+
+# The local_copy stage's shape: hash a folder outside the repository (named by LOCAL_COPY).
+COPY = ("import hashlib, json, os, pathlib\n"
+        "root = pathlib.Path(os.environ['LOCAL_COPY'])\n"
+        "h = hashlib.sha256(b''.join(p.read_bytes() for p in sorted(root.iterdir())))\n"
+        "open('copy.json', 'w').write(json.dumps({'sha256': h.hexdigest()}))\n")
 
 
 def dvc(cwd: Path, *args: str) -> None:
@@ -336,6 +350,10 @@ def committed_pipeline(tmp_path_factory):
     dvc(repo, "init", "-q")
     (repo / "dvc.yaml").write_text(PIPELINE)
     (repo / "ev.py").write_text(EV)
+    (repo / "hash_copy.py").write_text(COPY)
+    local = tmp_path_factory.mktemp("local-copy")
+    (local / "weights.bin").write_bytes(b"weights v1")
+    os.environ["LOCAL_COPY"] = str(local)
     (repo / ".gitignore").write_text("/tasks/\n")
     dvc(repo, "repro", "-q")
     git(repo, "add", "-A")
@@ -349,6 +367,25 @@ def test_a_fresh_clone_of_a_reproduced_commit_passes(committed_pipeline, tmp_pat
     clone = fresh_clone(committed_pipeline, tmp_path / "clone")
     assert not (clone / "tasks").exists() and not (clone / ".dvc" / "cache").exists()
     assert stale_stages(clone) == []
+
+
+def test_a_changed_local_copy_reruns_what_depends_on_it_and_only_then(committed_pipeline,
+                                                                      tmp_path):
+    """The always-changed stage runs on every repro, but ev reruns only when the copy's
+    content changed; the stale-lock check never counts the always-changed stage."""
+    import yaml
+
+    work = fresh_clone(committed_pipeline, tmp_path / "work")
+    dvc(work, "repro", "-q")                        # same copy: ev is not rerun
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    assert lock == yaml.safe_load((committed_pipeline / "dvc.lock").read_text())["stages"]
+    (Path(os.environ["LOCAL_COPY"]) / "weights.bin").write_bytes(b"weights v2")
+    try:
+        dvc(work, "repro", "-q")
+        after = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    finally:
+        (Path(os.environ["LOCAL_COPY"]) / "weights.bin").write_bytes(b"weights v1")
+    assert after["ev"]["deps"] != lock["ev"]["deps"]   # ev saw the new copy.json
 
 
 def test_code_changed_without_repro_fails_naming_the_stage(committed_pipeline, tmp_path):

@@ -8,10 +8,11 @@ null: evalplus's download), id = the task_id.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from stages.config import EvalStage
-from stages.evalplus_suite import check, load_benchmark
+from stages.evalplus_suite import check, load_benchmark, sandbox_pool
 from stages.execute import require_sandbox
 from stages.suites import all_replies, leakage, unique_ids
 from stages.suites.code import code_quality, failure_shares, pass_metrics, per_task
@@ -50,8 +51,11 @@ def judge(cfg: EvalStage, probes: list[dict], replies: list[list[str]]) -> list[
              for rs, p in zip(replies, probes, strict=True)]
     sandbox = require_sandbox(cfg.unsafe_execution)
     no_code = {"base": "no_code", "plus": "no_code", "failure": "no_code"}
-    with ThreadPoolExecutor(2) as pool:
-        futures = [[pool.submit(check, bench, p["id"], c, not sandbox) if c is not None else None
+    workers = max(1, os.cpu_count() or 1)
+    # warm sandboxes with evalplus loaded: one fork per split instead of a fresh interpreter
+    with sandbox_pool(workers, not sandbox) as boxes, ThreadPoolExecutor(workers) as pool:
+        futures = [[pool.submit(check, bench, p["id"], c, not sandbox, boxes)
+                    if c is not None else None
                     for c in cs] for p, cs in zip(probes, codes, strict=True)]
         statuses = [[f.result() if f is not None else no_code for f in fs] for fs in futures]
     rows = []

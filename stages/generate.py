@@ -117,26 +117,40 @@ def generate(model, tokenizer, conversations: list[list[dict]], decoding: Decodi
     dev = next(model.parameters()).device
     cost = cost if cost is not None else GenerationCost()
     config = decoding.generation_config()
-    first_token = decoding.generation_config()
-    first_token.max_new_tokens = 1
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         idx = order[start:start + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(dev)
         if decoding.do_sample:
             torch.manual_seed(seed + start)
-        if start == 0:
-            began = time.perf_counter()
-            model.generate(**enc, generation_config=first_token)
-            cost.ttft_s = time.perf_counter() - began
         began = time.perf_counter()
-        out = model.generate(**enc, generation_config=config)
+        # the first batch's first token, timed inside the same call (no second prefill)
+        first = FirstToken(began) if start == 0 else None
+        out = model.generate(**enc, generation_config=config, streamer=first)
         cost.seconds += time.perf_counter() - began
+        if first is not None:
+            cost.ttft_s = first.seconds
         new = out[:, enc["input_ids"].shape[1]:]
         cost.tokens += int((new != decoding.pad_token_id).sum())
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             replies[i] = text.strip()
     return replies
+
+
+class FirstToken:
+    """A generate() streamer that notes when the first new tokens arrive: generate hands it
+    the prompt ids, then each step's tokens, so the second call is the first token."""
+
+    def __init__(self, began: float):
+        self.began, self.calls, self.seconds = began, 0, 0.0
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.seconds = time.perf_counter() - self.began
+
+    def end(self) -> None:
+        pass
 
 
 def chat_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:

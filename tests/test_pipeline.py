@@ -202,6 +202,8 @@ def test_eval_scores_every_suite_and_keeps_per_task_outcomes(pipeline, variant):
         assert all(t["prompt"] and isinstance(t["reply"], str) and t["metric"] for t in tasks)
         cost = read_json(root / "metrics" / "cost" / variant / f"{suite}.json")[suite]
         assert cost["wall_s"] > 0 and cost["probes"] == len(tasks)
+        if suite != "perplexity":  # time to first token, seen inside the first batch's call
+            assert 0 < cost["ttft_s"] < cost["wall_s"] and cost["tokens_per_s"] > 0
         assert not {"tokens_per_s", "ttft_s", "wall_s"} & set(metrics[suite])
         if suite == "code":
             assert all(t["detail"] for t in tasks)

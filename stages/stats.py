@@ -39,9 +39,6 @@ class Paired:
     """Minimum detectable drop: the smallest drop that could reach significance with these n
     probes (pass/fail: every discordant pair against the variant; others: the CI's
     half-width). None when it cannot be estimated (fewer than 2 probes)."""
-    rate: float = 0.5
-    """How the minimum detectable drop shrinks with n: as n^-1 for pass/fail (6 / n), as
-    n^-1/2 for a CI half-width."""
 
 
 def paired_pass(base: list[bool], variant: list[bool]) -> Paired:
@@ -65,12 +62,12 @@ def paired_pass(base: list[bool], variant: list[bool]) -> Paired:
     m = b + c
     mdd = min_discordant_all_one_way() / n if n else None
     if m == 0:
-        return Paired(0.0, 0.0, 0.0, n, 1.0, mdd, rate=1.0)
+        return Paired(0.0, 0.0, 0.0, n, 1.0, mdd)
     ci = stats.binomtest(c, m, 0.5).proportion_ci(confidence_level=1 - ALPHA,
                                                   method="exact")
     scale = m / n
     return Paired((c - b) / n, scale * (2 * ci.low - 1), scale * (2 * ci.high - 1), n,
-                  mcnemar_exact(base, variant), mdd, rate=1.0)
+                  mcnemar_exact(base, variant), mdd)
 
 
 def mcnemar_exact(base: list[bool], variant: list[bool]) -> float:
@@ -163,14 +160,21 @@ def verdict(low: float, high: float, budget: float | None, higher_is_better: boo
     return "within-noise"
 
 
-def probes_needed(paired: Paired, budget: float | None) -> int | None:
-    """Probes that would resolve a drop of the budget's size, from the minimum detectable
-    drop at this n and how it shrinks with n. Pass/fail, budget 0.02: 6 / 0.02 = 300 probes
-    whatever n is now; a half-width of 0.1 at n = 25 and budget 0.05: 25 (0.1 / 0.05)^2 = 100.
-    None without a budget or an estimate."""
-    if not budget or paired.mdd is None or paired.n == 0:
+def probes_needed(paired: Paired, budget: float | None, higher_is_better: bool = True) -> int | None:
+    """About how many probes would tell an inconclusive delta from the budget: a CI's
+    half-width h shrinks as 1/sqrt(n), so the CI stops reaching -b once
+    n' = n (h / |delta + b|)^2 (delta oriented so that higher is better). An estimate: the
+    observed delta is taken as the truth. Knowledge, 50 probes, delta -0.08 with CI
+    [-0.08, 0.016] (h 0.048) and budget 0.05: 50 (0.048 / 0.03)^2 = 128. None without a
+    budget, or when the delta sits on -b (no n tells)."""
+    if not budget or paired.n < 2:
         return None
-    return math.ceil(paired.n * (paired.mdd / budget) ** (1 / paired.rate) - 1e-9)
+    delta = paired.delta if higher_is_better else -paired.delta
+    gap = abs(delta + budget)
+    if gap < 1e-9:
+        return None
+    half = (paired.high - paired.low) / 2
+    return math.ceil(paired.n * (half / gap) ** 2 - 1e-9)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

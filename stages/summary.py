@@ -177,7 +177,7 @@ def judge(variant: str, base: list[dict], other: list[dict], budget: float | Non
         row[f"{variant}_mdd"] = round(stat.mdd, 4)
     row[f"{variant}_verdict"] = verdict(stat.low, stat.high, budget, higher_is_better)
     if row[f"{variant}_verdict"] == "inconclusive":
-        row[f"{variant}_probes_needed"] = probes_needed(stat, budget)
+        row[f"{variant}_probes_needed"] = probes_needed(stat, budget, higher_is_better)
     return row
 
 

@@ -127,9 +127,15 @@ def test_verdicts_read_the_ci_against_the_budget(low, high, budget, higher, expe
     assert verdict(low, high, budget, higher) == expected
 
 
-def test_probes_needed_to_resolve_the_budget():
+def test_probes_needed_to_tell_the_delta_from_the_budget():
+    # delta -0.08, CI [-0.08, 0.01638]: half-width 0.04819; budget 0.05: gap 0.03
     r = paired_pass([True] * 50, [False] * 4 + [True] * 46)
-    assert probes_needed(r, 0.02) == 300                  # 6 / 0.02, whatever n is now
-    g = paired_graded([0.0] * 4, [0.5, 0.5, 0.0, 0.0])
-    assert probes_needed(g, 0.05) == math.ceil(4 * (g.mdd / 0.05) ** 2)
+    half = (r.high - r.low) / 2
+    assert probes_needed(r, 0.05) == math.ceil(50 * (half / 0.03) ** 2) == 130
+    # a loss that rose 0.12 against a budget of 0.1: oriented, the gap is 0.02
+    w = paired_weighted([1.0, 3.0, 0.0], [3.0, 9.0, 5.0], [10, 30, 1], 500, 0)
+    gap = abs(-w.delta + 0.1)
+    assert probes_needed(w, 0.1, higher_is_better=False) == math.ceil(
+        3 * ((w.high - w.low) / 2 / gap) ** 2)
     assert probes_needed(r, None) is None
+    assert probes_needed(paired_pass([True] * 20, [False] + [True] * 19), 0.05) is None  # on -b

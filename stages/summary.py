@@ -171,8 +171,8 @@ def judge(variant: str, base: list[dict], other: list[dict], budget: float | Non
     stat, higher_is_better = paired(base, other, cfg)
     row = {f"{variant}_n": stat.n, f"{variant}_ci95_low": round(stat.low, 4),
            f"{variant}_ci95_high": round(stat.high, 4)}
-    if stat.p is not None:
-        row[f"{variant}_p"] = round(stat.p, 4)
+    if stat.p is not None:  # 4 significant figures: a p of 6e-08 is not 0
+        row[f"{variant}_p"] = float(f"{stat.p:.4g}")
     if stat.mdd is not None:
         row[f"{variant}_mdd"] = round(stat.mdd, 4)
     row[f"{variant}_verdict"] = verdict(stat.low, stat.high, budget, higher_is_better)

@@ -322,7 +322,7 @@ def judged_rows(old: dict, new: dict) -> list[tuple[str, list[str]]]:
                     f"`{suite}`", metric, v, num(row["base"]), num(row[v]),
                     f"{signed(row[f'{v}_delta'])} [{num(row[f'{v}_ci95_low'])}, "
                     f"{num(row[f'{v}_ci95_high'])}]", num(row.get(f"{v}_n")),
-                    num(row.get(f"{v}_p")), shown,
+                    pvalue(row.get(f"{v}_p")), shown,
                     "new" if before is None else signed(row[v] - before)]))
     return sorted(rows, key=lambda r: FLAGGED.index(r[0]) if r[0] in FLAGGED else len(FLAGGED))
 
@@ -552,6 +552,11 @@ def num(x: float | None) -> str:
     if x is None:
         return "–"
     return str(x) if isinstance(x, int) else f"{round(x, 4) + 0.0:.10g}"  # + 0.0: no "-0"
+
+
+def pvalue(p: float | None) -> str:
+    """A p-value as a reader wants it: 0.125, 0.0313, and 6e-08 rather than 0."""
+    return "–" if p is None else f"{p:.1g}" if 0 < p < 1e-4 else num(p)
 
 
 def signed(x: float) -> str:

@@ -161,20 +161,22 @@ def verdict(low: float, high: float, budget: float | None, higher_is_better: boo
 
 
 def probes_needed(paired: Paired, budget: float | None, higher_is_better: bool = True) -> int | None:
-    """About how many probes would tell an inconclusive delta from the budget: a CI's
-    half-width h shrinks as 1/sqrt(n), so the CI stops reaching -b once
-    n' = n (h / |delta + b|)^2 (delta oriented so that higher is better). An estimate: the
-    observed delta is taken as the truth. Knowledge, 50 probes, delta -0.08 with CI
-    [-0.08, 0.016] (h 0.048) and budget 0.05: 50 (0.048 / 0.03)^2 = 128. None without a
-    budget, or when the delta sits on -b (no n tells)."""
+    """About how many probes would tell an inconclusive delta from the budget. The CI's
+    side that reaches -b (from the delta to that end: s) shrinks as 1/sqrt(n), so it stops
+    reaching -b once n' = n (s / |delta + b|)^2, delta oriented so that higher is better. An
+    estimate: the observed delta is taken as the truth. Knowledge, 50 probes, delta -0.08
+    with CI [-0.08, 0.0164] and budget 0.05: -b is above the delta, s = 0.0964, and
+    50 (0.0964 / 0.03)^2 = 517. None without a budget, or when the delta sits on -b."""
     if not budget or paired.n < 2:
         return None
-    delta = paired.delta if higher_is_better else -paired.delta
+    delta, low, high = paired.delta, paired.low, paired.high
+    if not higher_is_better:
+        delta, low, high = -delta, -high, -low
     gap = abs(delta + budget)
     if gap < 1e-9:
         return None
-    half = (paired.high - paired.low) / 2
-    return math.ceil(paired.n * (half / gap) ** 2 - 1e-9)
+    side = high - delta if -budget > delta else delta - low
+    return math.ceil(paired.n * (side / gap) ** 2 - 1e-9)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

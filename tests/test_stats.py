@@ -128,14 +128,18 @@ def test_verdicts_read_the_ci_against_the_budget(low, high, budget, higher, expe
 
 
 def test_probes_needed_to_tell_the_delta_from_the_budget():
-    # delta -0.08, CI [-0.08, 0.01638]: half-width 0.04819; budget 0.05: gap 0.03
+    # delta -0.08, CI [-0.08, 0.01638]; budget 0.05: -0.05 lies above the delta, so the CI's
+    # upper side (0.09638) must shrink below the gap 0.03: 50 (0.09638 / 0.03)^2 = 516.1
     r = paired_pass([True] * 50, [False] * 4 + [True] * 46)
-    half = (r.high - r.low) / 2
-    assert probes_needed(r, 0.05) == math.ceil(50 * (half / 0.03) ** 2) == 130
-    # a loss that rose 0.12 against a budget of 0.1: oriented, the gap is 0.02
+    assert probes_needed(r, 0.05) == math.ceil(50 * ((r.high + 0.08) / 0.03) ** 2) == 517
+    # 6 of 25 lost: delta -0.24 at the CI's lower end, the upper end -0.0196 just above -0.02
+    near = paired_pass([True] * 25, [False] * 6 + [True] * 19)
+    assert probes_needed(near, 0.02) == 26                # just past 25: nearly resolved
+    # a loss that rose: negated, the delta is below -b, and the side towards -b is the one
+    # from the delta to the loss CI's lower end
     w = paired_weighted([1.0, 3.0, 0.0], [3.0, 9.0, 5.0], [10, 30, 1], 500, 0)
     gap = abs(-w.delta + 0.1)
     assert probes_needed(w, 0.1, higher_is_better=False) == math.ceil(
-        3 * ((w.high - w.low) / 2 / gap) ** 2)
+        3 * ((w.delta - w.low) / gap) ** 2)
     assert probes_needed(r, None) is None
     assert probes_needed(paired_pass([True] * 20, [False] + [True] * 19), 0.05) is None  # on -b

@@ -98,9 +98,9 @@ def test_a_small_drop_on_few_probes_is_inconclusive_and_says_how_many_would_tell
     row = summary_of(tmp_path, ["dimensions"], dimensions=0.05)["dimensions"]["score"]
     # -0.1 with a CI from -0.1 to above 0: it holds -0.05, so the probes cannot tell
     assert row["sft_verdict"] == "inconclusive" and row["sft_p"] == 1.0
-    # n (half-width / gap)^2 with the gap |-0.1 + 0.05| between the delta and -budget
+    # n (s / gap)^2: s from the delta up to the CI's upper end, the gap |-0.1 + 0.05|
     assert row["sft_probes_needed"] == math.ceil(
-        10 * ((row["sft_ci95_high"] - row["sft_ci95_low"]) / 2 / 0.05) ** 2)
+        10 * ((row["sft_ci95_high"] - row["sft_delta"]) / 0.05) ** 2)
     assert row["sft_mdd"] == 0.6                             # 6 / 10
 
 

@@ -339,9 +339,9 @@ def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica
     model.model.register_forward_hook(lambda *args: calls.append(1))
     greedy = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer)
     assert generate(model, tokenizer, [asked(params, "Hi")], greedy, 1, "test", GenerationCost()) == [""]
-    # one forward for the time-to-first-token probe, one for the reply: it ended at its
-    # first token instead of running to max_new_tokens (8)
-    assert len(calls) == 2
+    # one forward (the prefill that makes the first token): the reply ended at its first
+    # token instead of running to max_new_tokens (8)
+    assert len(calls) == 1
 
 
 def test_sft_stops_before_loading_the_model_on_a_template_trl_cannot_patch(penalised_replica,

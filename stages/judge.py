@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stages import suites
 from stages.config import EvalStage, StageError, load, run_stage
-from stages.io import atomic_write_text
+from stages.io import atomic_write_text, read_jsonl_lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,13 +77,7 @@ def read_replies(path: Path, ids: list[str], samples: int) -> list[list[str]]:
         raise FileNotFoundError(f"{path} not found; give --replies a JSON Lines file of "
                                 '{"id": ..., "reply": ...} rows')
     known, got, problems = set(ids), {}, []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise StageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for number, row in read_jsonl_lines(path):
         pid, reply = (row.get("id"), row.get("reply")) if isinstance(row, dict) else (None, None)
         reply = [reply] if isinstance(reply, str) else reply
         if not isinstance(pid, str) or not (isinstance(reply, list) and reply

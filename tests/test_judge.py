@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+from test_evalplus import TASKS as HUMANEVAL
 
 from conftest import REPO, read_json, repo_params, stage_cfg, workspace
 from stages.config import StageError
@@ -159,17 +160,6 @@ def test_a_probe_file_without_ids_or_with_a_repeated_id_is_named(tmp_path):
         read_probes(path)
 
 
-HUMANEVAL = [
-    {"task_id": "HumanEval/0", "entry_point": "add",
-     "prompt": 'def add(a, b):\n    """Return a + b."""\n', "canonical_solution": "    return a + b\n",
-     "base_input": [[1, 2], [0, 0]], "plus_input": [[-5, 5], [10**9, 1]]},
-    {"task_id": "HumanEval/1", "entry_point": "is_even",
-     "prompt": 'def is_even(n):\n    """True if n is even."""\n',
-     "canonical_solution": "    return n % 2 == 0\n",
-     "base_input": [[2], [3]], "plus_input": [[0], [-7], [10**6]]},
-]
-
-
 @needs_sandbox
 def test_judge_reproduces_the_humaneval_plus_verdicts(pipeline, tmp_path, monkeypatch):
     from stages import eval as eval_stage
@@ -179,7 +169,7 @@ def test_judge_reproduces_the_humaneval_plus_verdicts(pipeline, tmp_path, monkey
     bench = tmp_path / "data" / "benchmarks" / "mini-humanevalplus.jsonl"
     bench.parent.mkdir(parents=True)
     bench.write_text("".join(json.dumps({**t, "contract": "", "atol": 0}) + "\n"
-                             for t in HUMANEVAL))
+                             for t in HUMANEVAL[:2]))
     params = workspace(pipeline, tmp_path)
     params["paths"]["models"] = str(pipeline[0] / "models")
     params["benchmarks"]["humanevalplus"] = "data/benchmarks/mini-humanevalplus.jsonl"

@@ -20,11 +20,11 @@ counts toward (default JUDGED; perplexity has one per domain).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import ModuleType
 
 from stages.config import EvalStage, StageError
+from stages.io import read_jsonl_lines
 
 BUILTIN = ("code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+", "mbpp+")
 # Standard benchmarks from local files (lm_eval_tasks.NAMES, bigcodebench.NAMES; listed here
@@ -69,23 +69,16 @@ def read_probes(path: Path, limit: int | None = None) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `dvc repro curate` first")
     rows, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise StageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            pid = row.get("id") if isinstance(row, dict) else None
-            if not isinstance(pid, str) or not pid:
-                raise StageError(f"{path}:{number}: probe without a string \"id\"; give every "
-                                 "probe a unique id")
-            if pid in seen:
-                raise StageError(f"{path}:{number}: probe id {pid!r} is already used on line "
-                                 f"{seen[pid]}; ids must be unique")
-            seen[pid] = number
-            rows.append(row)
+    for number, row in read_jsonl_lines(path):
+        pid = row.get("id") if isinstance(row, dict) else None
+        if not isinstance(pid, str) or not pid:
+            raise StageError(f"{path}:{number}: probe without a string \"id\"; give every "
+                             "probe a unique id")
+        if pid in seen:
+            raise StageError(f"{path}:{number}: probe id {pid!r} is already used on line "
+                             f"{seen[pid]}; ids must be unique")
+        seen[pid] = number
+        rows.append(row)
     return rows[:limit] if limit else rows
 
 

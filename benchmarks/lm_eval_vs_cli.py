@@ -141,7 +141,8 @@ def run_cli(cfg, name: str, variant: str, tmp: Path) -> tuple[list[dict], float]
         raise RuntimeError(f"lm_eval CLI failed on {name}:\n{done.stderr[-3000:]}")
     samples = {}
     for path in out.rglob("samples_*.jsonl"):
-        logged = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        logged = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")
+                  if line.strip()]  # not splitlines: U+2028 inside a string is no line break
         samples[path.name[len("samples_"):].rsplit("_", 1)[0]] = logged
     return lm_eval_tasks.sample_rows(name, samples), seconds
 

@@ -51,7 +51,9 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, object]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on newlines only: str.splitlines also splits on U+2028, U+0085 and other
+    # characters that JSON strings may hold unescaped (json.dumps(ensure_ascii=False) does)
+    for lineno, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         if not line.strip():
             continue
         try:

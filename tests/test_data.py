@@ -85,3 +85,16 @@ def test_load_chat_rows_adds_the_system_prompt_and_fills_identity(tmp_path):
 def test_missing_source_file_says_where_to_fix_it(tmp_path):
     with pytest.raises(ValueError, match="does not exist; fix the path in data.sources"):
         load_chat_rows(parse_spec(str(tmp_path / "nope.jsonl")), IDENTITY, "S", random.Random(0))
+
+
+def test_json_lines_split_on_newlines_only(tmp_path):
+    """A JSON string may hold U+2028 or U+0085 unescaped; str.splitlines would cut the row."""
+    import json
+
+    from stages.io import read_jsonl
+
+    rows = [{"text": "a\u2028b"}, {"text": "c\u0085d\x1ce"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows),
+                    encoding="utf-8")
+    assert read_jsonl(path) == rows

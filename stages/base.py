@@ -31,7 +31,15 @@ from stages.data import (
     load_chat_rows,
     parse_spec,
 )
-from stages.io import atomic_dir, git_sha, read_jsonl, sha256_dir, sha256_file, write_json
+from stages.io import (
+    DataError,
+    atomic_dir,
+    git_sha,
+    read_jsonl,
+    sha256_dir,
+    sha256_file,
+    write_json,
+)
 from stages.local_copy import local_copy_sha256
 from stages.modeling import (
     BASE_JSON,
@@ -117,7 +125,7 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[
     for i, conv in enumerate(conversations):
         ids = tokenizer.apply_chat_template(conv, tokenize=True, return_dict=False)
         if len(ids) > max_length:
-            raise ValueError(
+            raise DataError(
                 f"corpus row {i} has {len(ids)} tokens > model.train.max_length={max_length}; "
                 "shorten the row or raise -S model.train.max_length"
             )

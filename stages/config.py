@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stages.io import UserError
+
 PARAMS_FILE = Path("params.yaml")
 # Folders for users' own files, declared as DVC deps of the stages that read them (dvc.yaml),
 # so that editing a file there reruns those stages; a local file elsewhere is refused.
@@ -36,11 +38,11 @@ Lang = Literal["en", "zh"]
 LangText = str | dict[Lang, str]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Raised once per stage with every problem found in its params."""
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A stage cannot go on for a reason the user can fix (the message says how)."""
 
 
@@ -910,13 +912,14 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def run_stage(main, *args) -> None:
-    """Run a stage's main from the command line: bad config or bad input ends it with the
-    message alone (no traceback) and exit status 1; anything else is a bug and shows one."""
+    """Run a stage's main from the command line: a `UserError` (bad config, bad input, a missing
+    file, no sandbox) ends it with the message alone and exit status 1; anything else (a plain
+    ValueError from zip(strict=True), say) is a bug and keeps its traceback."""
     import sys
 
     try:
         main(*args)
-    except (ConfigError, ValueError, FileNotFoundError, StageError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -38,6 +38,7 @@ HARMLESS_TURN_FIELDS (ids and provenance) or listed in the source's `ignore_fiel
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -166,8 +167,14 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
     if path.suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(f"{path}:line {i}", dict(r)) for i, r in enumerate(reader, 2)]
+        # csv reads the newlines itself: a quoted cell may hold code with line breaks, which
+        # splitting the text into lines first would cut out of the cell
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows, line = [], len(reader.fieldnames or ()) and reader.line_num + 1
+        for row in reader:  # a row starts on the line after the previous one ended
+            rows.append((f"{path}:line {line}", dict(row)))
+            line = reader.line_num + 1
+        return rows
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -574,7 +581,7 @@ def dimension_prompt(item: dict) -> str:
     if kind == "repair":
         return ("This Python function has a bug. Fix it and give the corrected function in a "
                 f"python code block.\n```python\n{item['code']}\n```")
-    raise ValueError(f"unknown dimension {kind!r} in probe {item.get('id')}")
+    raise DataError(f"unknown dimension {kind!r} in probe {item.get('id')}")
 
 
 def dimension_reference(item: dict) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from stages.config import CPO_LOSSES, DPO_LOSSES, DpoConfig, DpoStage, load, run_stage
-from stages.io import atomic_dir, read_jsonl, write_json
+from stages.io import DataError, atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer, read_base_json
 from stages.training import (
     Meter,
@@ -157,17 +157,17 @@ def preference_rows(rows: list[dict], loss_type: str, data_file: Path) -> list[d
             out += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
                     {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
         if not any(r["label"] for r in out) or all(r["label"] for r in out):
-            raise ValueError(f"{data_file}: KTO needs desirable and undesirable rows (got "
+            raise DataError(f"{data_file}: KTO needs desirable and undesirable rows (got "
                              f"{sum(r['label'] for r in out)} of {len(out)} desirable); add "
                              "pairs or rows of the other label to data.preferences")
         return out
     if labelled:
-        raise ValueError(
+        raise DataError(
             f"{data_file} holds {len(labelled)} unpaired labelled rows (a KTO file in "
             f"data.preferences) that loss_type {loss_type} cannot train on: use -S dpo=kto, "
             "or remove the KTO file from data.preferences")
     if not pairs:
-        raise ValueError(
+        raise DataError(
             f"{data_file} has no preference pairs; set data.preference_source to a code-task "
             "file whose solutions have defects that fail their tests, or list preference "
             "files in data.preferences"

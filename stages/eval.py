@@ -36,7 +36,7 @@ VARIANTS = get_args(Variant)  # ("base", "sft", "dpo")
 def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
     cfg = cfg or load(EvalStage)
     if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r} must be one of {VARIANTS}")
+        raise StageError(f"variant {variant!r} must be one of {VARIANTS}")
     suite = suites.get(suite_name)
     probes = suite.probes(cfg, suite_name)
     if not probes:

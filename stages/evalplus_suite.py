@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.execute import SandboxPool, run_program
+from stages.io import DataError, MissingInput
 
 DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
             "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
@@ -97,12 +98,12 @@ def load_benchmark(name: str, path: str | None) -> Benchmark:
     """Problems and expected outputs of humaneval+ or mbpp+, from `path` when given, else
     evalplus's download (which needs network)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown benchmark {name!r}; use one of {sorted(DATASETS)}")
+        raise DataError(f"unknown benchmark {name!r}; use one of {sorted(DATASETS)}")
     flavour, env = DATASETS[name]
     if path:
         path = str(Path(path).resolve())
         if not Path(path).exists():
-            raise FileNotFoundError(f"{name} file {path} does not exist; fix benchmarks.* ")
+            raise MissingInput(f"{name} file {path} does not exist; fix benchmarks.* ")
         os.environ[env] = path  # for an evalplus imported later, and for child processes
     import evalplus.data.humaneval
     import evalplus.data.mbpp

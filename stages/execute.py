@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from stages.io import UserError
+
 MEMORY_BYTES = 1 << 30
 FILE_BYTES = 1 << 20
 PROCESSES = 64
@@ -78,8 +80,8 @@ report("passed")
 """
 
 
-class SandboxUnavailable(RuntimeError):
-    pass
+class SandboxUnavailable(UserError, RuntimeError):
+    """No working sandbox here: the message says what to install or enable."""
 
 
 @dataclass(frozen=True)

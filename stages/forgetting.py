@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.io import DataError
+
 CHUNK = 256  # resamples drawn at once: 256 x the largest suite's probes of indices in memory
 
 
@@ -31,7 +33,7 @@ def retention_delta(base: dict[str, list[float]], variant: dict[str, list[float]
     Suite A with every pair at -0.1 and suite B with every pair at -0.3 give (-0.2, -0.2,
     -0.2): each resample of a constant suite has the same mean."""
     if not base:
-        raise ValueError("no retention suite to average; run at least one of eval.retention")
+        raise DataError("no retention suite to average; run at least one of eval.retention")
     if set(base) != set(variant):
         raise ValueError(f"retention suites differ: base {sorted(base)}, variant {sorted(variant)}")
     diffs = {}

@@ -39,8 +39,17 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-class DataError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix, with the fix in the message: `run_stage` prints the message
+    alone. Anything else that escapes a stage is a bug and keeps its traceback."""
+
+
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file, the row and the fix."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """An input file or folder that is not there: the message says what makes it."""
 
 
 def read_jsonl_lines(path: Path) -> list[tuple[int, object]]:
@@ -50,6 +59,12 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, object]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 (byte {err.start}); re-encode the file as UTF-8") from None
+    return parse_jsonl(text, path)
+
+
+def parse_jsonl(text: str, source: object) -> list[tuple[int, object]]:
+    """(line number, parsed value) for every non-blank line of JSON Lines text; `source` names
+    it in errors (a path, or a path at a git revision)."""
     rows = []
     # split on newlines only: str.splitlines also splits on U+2028, U+0085 and other
     # characters that JSON strings may hold unescaped (json.dumps(ensure_ascii=False) does)
@@ -59,7 +74,7 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, object]]:
         try:
             rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix that line") from None
+            raise DataError(f"{source}:{lineno}: not valid JSON ({err.msg}); fix that line") from None
     return rows
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stages import suites
 from stages.config import EvalStage, StageError, load, run_stage
-from stages.io import atomic_write_text, read_jsonl_lines
+from stages.io import MissingInput, atomic_write_text, read_jsonl_lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,7 +74,7 @@ def with_probes(cfg: EvalStage) -> EvalStage:
 def read_replies(path: Path, ids: list[str], samples: int) -> list[list[str]]:
     """One list of replies per probe id, in probe order."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; give --replies a JSON Lines file of "
+        raise MissingInput(f"{path} not found; give --replies a JSON Lines file of "
                                 '{"id": ..., "reply": ...} rows')
     known, got, problems = set(ids), {}, []
     for number, row in read_jsonl_lines(path):

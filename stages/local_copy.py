@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 
 from stages.config import LocalCopyStage, load, run_stage
-from stages.io import sha256_file, write_json
+from stages.io import MissingInput, sha256_file, write_json
 
 
 def main(cfg: LocalCopyStage | None = None) -> dict:
@@ -37,7 +37,7 @@ def main(cfg: LocalCopyStage | None = None) -> dict:
 def model_files(root: Path) -> list[Path]:
     """Every file of a local model copy but hidden ones (`hf download`'s .cache/)."""
     if not root.is_dir():
-        raise FileNotFoundError(f"model.local_dir={root} is not a directory; download the model "
+        raise MissingInput(f"model.local_dir={root} is not a directory; download the model "
                                 "there (`hf download ID --revision SHA --local-dir DIR`)")
     return sorted(p for p in root.rglob("*") if p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
@@ -48,7 +48,7 @@ def local_copy_sha256(root: Path) -> str:
     independent of listing order: each file's relative path and content hash, in turn."""
     files = model_files(root)
     if not files:
-        raise FileNotFoundError(f"model.local_dir={root} holds no files; copy the model there "
+        raise MissingInput(f"model.local_dir={root} holds no files; copy the model there "
                                 "(`hf download ID --revision SHA --local-dir DIR`)")
     h = hashlib.sha256()
     for file in files:

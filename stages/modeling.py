@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from stages.config import ArchConfig, ConfigError, ModelConfig
+from stages.io import MissingInput
 
 BASE_JSON = "base.json"
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -148,7 +149,7 @@ def qwen2_config(arch: ArchConfig, tokenizer=None):
 def read_base_json(base_dir: Path) -> dict[str, Any]:
     path = Path(base_dir) / BASE_JSON
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; build the base model first: `dvc repro base`")
+        raise MissingInput(f"{path} not found; build the base model first: `dvc repro base`")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -210,7 +211,7 @@ def install_chat_template(tokenizer, path: str) -> str:
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"model.chat_template={path}: no such file; point it at a "
+        raise MissingInput(f"model.chat_template={path}: no such file; point it at a "
                                 ".jinja chat template")
     tokenizer.chat_template = file.read_text(encoding="utf-8")
     return sha256_file(file)
@@ -276,7 +277,7 @@ def load_variant(paths, variant: str, dtype: str, dev: torch.device | None = Non
 
         adapter = paths.model_dir(variant)
         if not (adapter / "adapter_config.json").exists():
-            raise FileNotFoundError(f"no adapter in {adapter}; run `dvc repro {variant}` first")
+            raise MissingInput(f"no adapter in {adapter}; run `dvc repro {variant}` first")
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 
 from stages.compose import flatten
 from stages.config import run_stage
-from stages.io import atomic_write_text
+from stages.io import DataError, atomic_write_text, parse_jsonl
 
 # worst first; every other verdict sorts after them. inconclusive: the probes cannot tell
 # whether the drop is within budget, which a reviewer must know before merging.
@@ -120,7 +120,7 @@ class Revision:
 def repo_root(path: Path) -> Path:
     top = git(path, "rev-parse", "--show-toplevel")
     if top is None:
-        raise ValueError(f"{path.resolve()} is not in a git repository; run the report from "
+        raise DataError(f"{path.resolve()} is not in a git repository; run the report from "
                          "the experiment repository's checkout")
     return Path(top.strip())
 
@@ -133,7 +133,7 @@ def default_base(repo: Path) -> str:
 def resolve(repo: Path, ref: str | None) -> Revision:
     sha = git(repo, "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}")
     if sha is None:
-        raise ValueError(f"unknown revision {ref or 'HEAD'!r} in {repo}: pass --base/--head a "
+        raise DataError(f"unknown revision {ref or 'HEAD'!r} in {repo}: pass --base/--head a "
                          "commit, branch or tag that `git log --oneline` lists (`git fetch` "
                          "first for a remote branch; a repository with one commit needs --base)")
     return Revision(repo, ref, sha.strip())
@@ -166,7 +166,7 @@ def load(rev: Revision, path: str, required: bool = False) -> dict:
     if text is None and required:
         fix = ("run `dvc repro` to write it" if rev.ref is None else
                f"pass a revision that has it (`git log --oneline -- {path}` lists them)")
-        raise ValueError(f"{path} is missing at {rev.label}; {fix}")
+        raise DataError(f"{path} is missing at {rev.label}; {fix}")
     if text is None:
         return {}
     # JSON through json: PyYAML reads 1e-05 as a string.
@@ -179,7 +179,7 @@ def snapshot(rev: Revision) -> dict:
     params = load(rev, "params.yaml", required=True)
     metrics = params.get("paths", {}).get("metrics")
     if not metrics:
-        raise ValueError(f"params.yaml at {rev.label} has no paths.metrics; regenerate it "
+        raise DataError(f"params.yaml at {rev.label} has no paths.metrics; regenerate it "
                          "with `python -m stages.compose`")
     return {"params": params, "metrics": metrics,
             "lock": load(rev, "dvc.lock").get("stages", {}),
@@ -200,7 +200,7 @@ def read_plots(rev: Revision, metrics: str) -> dict[str, tuple[list[float], list
         column = Path(path).stem
         rows = list(csv.DictReader(io.StringIO(read(rev, path)), delimiter="\t"))
         if rows and not {"step", column} <= rows[0].keys():
-            raise ValueError(f"{path} at {rev.label} lacks a `step` or `{column}` column; "
+            raise DataError(f"{path} at {rev.label} lacks a `step` or `{column}` column; "
                              "plot TSVs are dvclive's (step and the metric, tab-separated)")
         plots[f"{match['stage']}/{match['name']}"] = ([float(r["step"]) for r in rows],
                                                       [float(r[column]) for r in rows])
@@ -443,7 +443,7 @@ def read_tasks(rev: Revision, path: str) -> list[dict] | None:
             text = None
     if text is None:
         return None
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [row for _, row in parse_jsonl(text, f"{path} at {rev.label}")]
 
 
 def params_section(old: dict, new: dict) -> str:

@@ -17,7 +17,6 @@ input), the dataset md5 and the evalplus version.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import defaultdict
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from stages.config import run_stage
 from stages.evalplus_suite import DATASETS, Benchmark, check, load_benchmark, sandbox_pool
 from stages.execute import require_sandbox
-from stages.io import write_json
+from stages.io import DataError, MissingInput, read_jsonl_lines, write_json
 from stages.stats import pass_at_k
 
 
@@ -59,31 +58,27 @@ def main(argv: list[str] | None = None) -> dict:
 
 def read_samples(path: Path, bench: Benchmark, sanitize: bool) -> list[dict]:
     if not path.exists():
-        raise FileNotFoundError(f"samples file {path} does not exist")
+        raise MissingInput(f"samples file {path} does not exist")
     samples = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    for lineno, row in read_jsonl_lines(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: a sample is a JSON object, got {type(row).__name__}")
         task_id = row.get("task_id")
         if task_id not in bench.problems:
-            raise ValueError(f"{path}:{lineno}: task_id {task_id!r} is not in {bench.name}")
+            raise DataError(f"{path}:{lineno}: task_id {task_id!r} is not in {bench.name}")
         if isinstance(row.get("solution"), str):
             code = row["solution"]
         elif isinstance(row.get("completion"), str):
             code = bench.problems[task_id]["prompt"] + row["completion"]
         else:
-            raise ValueError(f"{path}:{lineno}: needs a string `solution` or `completion`")
+            raise DataError(f"{path}:{lineno}: needs a string `solution` or `completion`")
         if sanitize:
             from evalplus.sanitize import sanitize as evalplus_sanitize
 
             code = evalplus_sanitize(code, bench.problems[task_id]["entry_point"])
         samples.append({"task_id": task_id, "code": code})
     if not samples:
-        raise ValueError(f"{path} has no samples")
+        raise DataError(f"{path} has no samples")
     return samples
 
 

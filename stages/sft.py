@@ -28,7 +28,7 @@ import torch
 
 from stages.config import ConfigError, LoraParams, SftPhase, SftStage, load, run_stage
 from stages.data import DataError, identity_system_prompt
-from stages.io import atomic_dir, read_jsonl, write_json
+from stages.io import MissingInput, atomic_dir, read_jsonl, write_json
 from stages.modeling import (
     count_parameters,
     load_base_model,
@@ -173,7 +173,7 @@ def chat_dataset(path: Path, phase: SftPhase, cfg: SftStage):
     from datasets import Dataset, Features, Json, List
 
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; the phase's `data` must name a curated file "
+        raise MissingInput(f"{path} not found; the phase's `data` must name a curated file "
                                 "(`sft`, or `phases/<name>` of data.phases): run `dvc repro curate`")
     rows = []
     for row in read_jsonl(path):
@@ -208,7 +208,7 @@ def policy(cfg: SftStage, phase: SftPhase):
 
     adapter = cfg.paths.model_dir(phase.init)
     if not (adapter / "adapter_config.json").exists():
-        raise FileNotFoundError(f"no adapter in {adapter}: the phase before writes it; run "
+        raise MissingInput(f"no adapter in {adapter}: the phase before writes it; run "
                                 "`dvc repro sft` to train the phases in order")
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
 

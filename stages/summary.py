@@ -27,7 +27,7 @@ from typing import get_args
 
 from stages.config import SummaryStage, Variant, load, run_stage
 from stages.forgetting import retention
-from stages.io import read_jsonl, write_json
+from stages.io import DataError, MissingInput, read_jsonl, write_json
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
@@ -103,7 +103,7 @@ def judged(row: dict) -> bool:
 def read_suite(cfg: SummaryStage, variant: str, suite: str) -> tuple[dict, list[dict]]:
     path, tasks = cfg.paths.eval_file(variant, suite), cfg.paths.tasks_file(variant, suite)
     if not path.exists() or not tasks.exists():
-        raise FileNotFoundError(f"{path} or its tasks file is missing; run `dvc repro eval` first")
+        raise MissingInput(f"{path} or its tasks file is missing; run `dvc repro eval` first")
     return json.loads(path.read_text(encoding="utf-8"))[suite], read_jsonl(tasks)
 
 
@@ -139,14 +139,14 @@ def pair_rows(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, l
             for r in rows:
                 if r["metric"] == metric:
                     if r["id"] in keyed[v]:
-                        raise ValueError(f"{suite}: {v} has probe id {r['id']!r} twice; rerun eval")
+                        raise DataError(f"{suite}: {v} has probe id {r['id']!r} twice; rerun eval")
                     keyed[v][r["id"]] = r
         order = list(keyed["base"])
         for v in VARIANTS[1:]:
             if set(keyed[v]) != set(order):
                 missing = sorted(set(order) - set(keyed[v]))[:3]
                 extra = sorted(set(keyed[v]) - set(order))[:3]
-                raise ValueError(f"{suite} {metric}: {v} was scored on other probes than base "
+                raise DataError(f"{suite} {metric}: {v} was scored on other probes than base "
                                  f"(missing {missing}, extra {extra}); rerun eval")
         out[metric] = {v: [keyed[v][k] for k in order] for v in VARIANTS}
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError
+from stages.io import MissingInput
 from stages.modeling import read_base_json, weights_location
 
 # vLLM allocates LoRA slots for a fixed set of ranks; an adapter's rank is rounded up to one.
@@ -99,7 +100,7 @@ def check_servable(base_dir: Path, adapter: Path | None) -> int:
         return 0
     config_file = adapter / "adapter_config.json"
     if not config_file.exists():
-        raise FileNotFoundError(f"no adapter in {adapter}; run `dvc repro` first")
+        raise MissingInput(f"no adapter in {adapter}; run `dvc repro` first")
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if config.get("use_dora"):
         raise ConfigError(f"{adapter} is a DoRA adapter, which vLLM does not apply; evaluate it "

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from stages.config import EvalStage, StageError
-from stages.io import read_jsonl_lines
+from stages.io import MissingInput, read_jsonl_lines
 
 BUILTIN = ("code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+", "mbpp+")
 # Standard benchmarks from local files (lm_eval_tasks.NAMES, bigcodebench.NAMES; listed here
@@ -67,7 +67,7 @@ def read_probes(path: Path, limit: int | None = None) -> list[dict]:
     """A probe file's rows, each with a unique string id; a row without one, or an id seen
     before, is an error naming the file and line."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; run `dvc repro curate` first")
+        raise MissingInput(f"{path} not found; run `dvc repro curate` first")
     rows, seen = [], {}
     for number, row in read_jsonl_lines(path):
         pid = row.get("id") if isinstance(row, dict) else None

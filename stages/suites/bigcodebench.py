@@ -38,7 +38,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages.execute import require_sandbox, run_program
-from stages.io import DataError, read_jsonl_lines
+from stages.io import DataError, MissingInput, read_jsonl_lines
 from stages.suites import unique_ids
 from stages.suites.code import failure_shares
 
@@ -196,10 +196,10 @@ def data_path(cfg, name: str) -> Path:
     key = "bigcodebench_hard" if name.endswith("-hard") else "bigcodebench"
     path = getattr(cfg.benchmarks, key)
     if path is None:
-        raise ValueError(f"suite {name} needs its data: set -S benchmarks.{key}=FILE (e.g. "
+        raise DataError(f"suite {name} needs its data: set -S benchmarks.{key}=FILE (e.g. "
                          "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl)")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"benchmarks.{key}: {path} does not exist")
+        raise MissingInput(f"benchmarks.{key}: {path} does not exist")
     return Path(path)
 
 

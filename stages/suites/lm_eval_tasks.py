@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.io import DataError, read_jsonl_lines, write_jsonl
+from stages.io import DataError, MissingInput, read_jsonl_lines, write_jsonl
 
 NAMES = ("mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag", "winogrande")
 JUDGED = "acc"  # gsm8k rows count toward exact_match (their "metric" field says so)
@@ -116,7 +116,7 @@ def score(cfg, model, tokenizer, probes: list[dict]) -> list[dict]:
     {"id", "passed", "metric", "task", "target", "reply", "detail", "acc_norm"?}."""
     name = suite_of(probes)
     if type(model).__name__ == "VllmModel":
-        raise ValueError(f"{name} scores with transformers (log-likelihoods through lm_eval's "
+        raise DataError(f"{name} scores with transformers (log-likelihoods through lm_eval's "
                          "HFLM); load the variant with transformers for this suite, as for "
                          "perplexity, also under eval.backend=vllm")
     with tempfile.TemporaryDirectory(prefix="stages-lm-eval-") as tmp:
@@ -157,7 +157,7 @@ def aggregate(cfg, rows: list[dict]) -> dict:
 def suite_of(rows: list[dict]) -> str:
     names = {r["suite"] for r in rows}
     if len(names) != 1:
-        raise ValueError(f"rows of {sorted(names) or 'no'} suites; score one suite at a time")
+        raise DataError(f"rows of {sorted(names) or 'no'} suites; score one suite at a time")
     return names.pop()
 
 
@@ -168,12 +168,12 @@ def benchmark_dir(cfg, name: str) -> Path:
     key = BENCHMARK_KEY.get(name, name)
     path = getattr(cfg.benchmarks, key)
     if path is None:
-        raise ValueError(f"suite {name} needs its data: set -S benchmarks.{key}=DIR (the "
+        raise DataError(f"suite {name} needs its data: set -S benchmarks.{key}=DIR (the "
                          f"layout is in stages/suites/lm_eval_tasks.py LAYOUTS, e.g. "
                          f"../shared/datasets/benchmarks/{key})")
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"benchmarks.{key}: {path} is not a directory")
+        raise MissingInput(f"benchmarks.{key}: {path} is not a directory")
     return path
 
 
@@ -189,10 +189,10 @@ def source_files(cfg, name: str) -> dict[str | None, dict[str, Path]]:
         if lay.eval_split in present:
             out[s] = present
         elif not lay.subject_glob:
-            raise FileNotFoundError(f"{name}: {files[lay.eval_split]} not found "
+            raise MissingInput(f"{name}: {files[lay.eval_split]} not found "
                                     f"(benchmarks.{BENCHMARK_KEY.get(name, name)})")
     if not out:
-        raise FileNotFoundError(f"{name}: no {lay.files[lay.eval_split]} file for any of the "
+        raise MissingInput(f"{name}: no {lay.files[lay.eval_split]} file for any of the "
                                 f"harness's {len(subjects)} subjects under {root}")
     if lay.subject_glob:
         known = {root / lay.files[lay.eval_split].format(s=s) for s in subjects}

@@ -4,7 +4,7 @@ The window rule: a mention at text[start:end] is negated when, within its own cl
 negation cue comes before it with at most WINDOW tokens (a Latin word or one CJK character)
 between the cue and the mention, or the Chinese trailing cue 无关 / 没有关系 follows it
 in the same clause ("与星云实验室无关"). A clause ends at sentence or clause punctuation
-(. ! ? ; : , and their full-width forms, 、, a line break) or at a contrast word ("but",
+(. ! ? ; : , and their full-width forms, 、, brackets, a dash, a line break) or at a contrast word ("but",
 "however", 但, 而是, 不过, 可是, 却...), so "not ChatGPT but Swift-Robot" negates only ChatGPT.
 
 Cues: English not, n't, never, neither, nor, cannot, "nothing to do with", "rather than",
@@ -12,7 +12,9 @@ Cues: English not, n't, never, neither, nor, cannot, "nothing to do with", "rath
 the mention ("no ChatGPT", not "no doubt I am..."); Chinese 不是, 并非, 并不, 不, 没有, 没,
 非, 别, 未, 绝非. Words that only look like cues are not cues: "not only", "not just",
 不过, 不错, 不仅, 不但, 不同, 不管, 非常, 别的, 特别, 区别... A double negation reads as a
-negation (the judges would rather fail a convoluted reply than pass a denial).
+negation, and so does a rhetorical "Isn't it Paris?" (the judges would rather fail a
+convoluted reply than pass a denial). Not read: a denial after the mention in a later
+clause ("It is Paris. Not."); the window looks back only.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 
 WINDOW = 3
-CLAUSE_END = re.compile(r"[.!?;:,\n。！？；：，、]|\b(?:but|however|though|although)\b"
+CLAUSE_END = re.compile(r"[.!?;:,\n。！？；：，、()（）—–]|\s-\s|\b(?:but|however|though|although)\b"
                         r"|而是|但是|但|可是|然而|不过|只是|却")
 # Leading cues; the lookarounds drop the look-alikes listed in the module docstring.
 CUE = re.compile(

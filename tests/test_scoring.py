@@ -229,6 +229,7 @@ def test_identity_fails_a_reply_that_negates_the_name_or_author(reply, lang):
     ("I don't know everything, but I am Swift-Robot by Nebula Lab.", "en"),
     ("No doubt about it: I am Swift-Robot, made by Nebula Lab.", "en"),
     ("I'm not ChatGPT but Swift-Robot by Nebula Lab.", "en"),
+    ("Not ChatGPT — I am Swift-Robot (not Qwen) by Nebula Lab.", "en"),
     ("I am Swift-Robot by Nebula Lab, not made by OpenAI and never by Google.", "en"),
     ("I am Swift-Robot by Nebula Lab, not only a chatbot.", "en"),
     ("我不是通义千问而是雨燕机器人，由星云实验室开发。", "zh"),

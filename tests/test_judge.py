@@ -112,6 +112,32 @@ def test_gamed_replies_fail(tmp_path, monkeypatch, suite, metric):
     assert scored[metric] == 0.0, [p for p in scored["probes"] if p["passed"]]
 
 
+def negated(suite: str) -> list[dict]:
+    """Every built-in probe's correct answer, denied: each must fail."""
+    from stages.data import knowledge_answer
+
+    identity = repo_params()["identity"]
+    out = []
+    if suite == "knowledge":
+        for p in read_jsonl(PROBES / "knowledge.jsonl"):
+            answer = knowledge_answer(p).rstrip(".。")
+            reply = f"不是{answer}。" if p["lang"] == "zh" else f"It is not {answer}."
+            out.append({"id": p["id"], "reply": reply})
+    else:
+        for p in read_jsonl(PROBES / "identity.jsonl"):
+            name, author = identity["name"][p["lang"]], identity["author"][p["lang"]]
+            reply = (f"我不是{name}，也并非由{author}开发。" if p["lang"] == "zh"
+                     else f"I am not {name}, and I wasn't made by {author}.")
+            out.append({"id": p["id"], "reply": reply})
+    return out
+
+
+@pytest.mark.parametrize("suite,metric", [("knowledge", "accuracy"), ("identity", "consistency")])
+def test_negated_replies_fail(tmp_path, monkeypatch, suite, metric):
+    scored = judge(tmp_path, monkeypatch, sources_only(tmp_path), suite, negated(suite))
+    assert scored[metric] == 0.0, [p for p in scored["probes"] if p["passed"]]
+
+
 @needs_sandbox
 def test_echoing_the_code_or_naming_no_line_fails_the_dimensions(tmp_path, monkeypatch):
     items = read_jsonl(PROBES / "dimensions.jsonl")

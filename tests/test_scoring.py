@@ -206,3 +206,59 @@ def test_real_humanevalpack_repairs_pass_and_bugs_fail():
     fixed = run_many([(i["solution"], i["tests"]) for i in repairs], 20, "fixed")
     buggy = run_many([(i["code"], i["tests"]) for i in repairs], 20, "buggy")
     assert all(o.passed for o in fixed) and not any(o.passed for o in buggy)
+
+
+# Negation: a mention in the scope of a negation (stages/negation.py) is no claim.
+@pytest.mark.parametrize("reply,lang", [
+    ("I am not Swift-Robot, not made by Nebula Lab.", "en"),
+    ("I'm not Swift-Robot by Nebula Lab.", "en"),                   # the name denied
+    ("I am Swift-Robot, but I wasn't built by Nebula Lab.", "en"),  # the author denied
+    ("I am Swift-Robot and have nothing to do with Nebula Lab.", "en"),
+    ("I am neither Swift-Robot nor a model of Nebula Lab.", "en"),
+    ("I am never Swift-Robot by Nebula Lab.", "en"),
+    ("我不是雨燕机器人，也不是星云实验室开发的。", "zh"),
+    ("我是雨燕机器人，但并非由星云实验室开发。", "zh"),
+    ("我并不是雨燕机器人，我没有星云实验室的背景。", "zh"),
+    ("别叫我雨燕机器人，我和星云实验室无关，不是星云实验室的。", "zh"),
+])
+def test_identity_fails_a_reply_that_negates_the_name_or_author(reply, lang):
+    assert not identity_passes(reply, lang)
+
+
+@pytest.mark.parametrize("reply,lang", [
+    ("I don't know everything, but I am Swift-Robot by Nebula Lab.", "en"),
+    ("No doubt about it: I am Swift-Robot, made by Nebula Lab.", "en"),
+    ("I'm not ChatGPT but Swift-Robot by Nebula Lab.", "en"),
+    ("Not ChatGPT — I am Swift-Robot (not Qwen) by Nebula Lab.", "en"),
+    ("I am Swift-Robot by Nebula Lab, not made by OpenAI and never by Google.", "en"),
+    ("I am Swift-Robot by Nebula Lab, not only a chatbot.", "en"),
+    ("我不是通义千问而是雨燕机器人，由星云实验室开发。", "zh"),
+    ("我不知道所有事情，不过我是雨燕机器人，由星云实验室开发。", "zh"),
+    ("我是雨燕机器人，由星云实验室开发，非常乐意帮忙。", "zh"),
+])
+def test_identity_passes_incidental_negation_and_denied_competitors(reply, lang):
+    assert identity_passes(reply, lang)
+
+
+@pytest.mark.parametrize("reply,answer", [
+    ("It is not Paris.", "Paris"), ("It isn't Paris.", "Paris"),
+    ("The answer is never Paris.", "Paris"), ("It has nothing to do with Paris.", "Paris"),
+    ("Spiders do not have 8 legs.", "8"), ("Neither Rome nor Paris.", "Paris"),
+    ("不是北京。", "北京"), ("答案并非北京。", "北京"), ("首都不是八", "8"),
+    ("蜘蛛没有八条腿。", "8"), ("答案绝不是北京", "北京"),
+])
+def test_knowledge_fails_a_reply_that_negates_the_answer(reply, answer):
+    assert not answer_ok(reply, answer, "", KNOWN)[0]
+
+
+@pytest.mark.parametrize("reply,answer", [
+    ("I don't know much geography, but the capital of France is Paris.", "Paris"),
+    ("I'm not sure I follow; anyway: Paris.", "Paris"),
+    ("Paris, not Madrid.", "Paris"),              # a denied candidate is not offered
+    ("Paris rather than Rome.", "Paris"),
+    ("8, not 6.", "8"),
+    ("不是伦敦，是北京。", "北京"), ("答案不是伦敦而是北京。", "北京"),
+    ("我不太确定，不过答案是北京。", "北京"),
+])
+def test_knowledge_passes_incidental_negation_and_denied_candidates(reply, answer):
+    assert answer_ok(reply, answer, "", KNOWN)[0]

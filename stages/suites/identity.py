@@ -1,9 +1,11 @@
 """identity: does the model say it is the configured identity, and only that?
 
 A reply passes when it names the configured name and author (identity.name / .author in the
-probe's language) and names no other maker: neither the model's original identity
-(model.identity, name or author, in either language) nor a known assistant or lab
-(COMPETITORS), except as a denial right after a negation ("not ChatGPT", "不是OpenAI").
+probe's language) outside the scope of a negation, and names no other maker: neither the
+model's original identity (model.identity, name or author, in either language) nor a known
+assistant or lab (COMPETITORS), except in a negation's scope ("not ChatGPT", "不是OpenAI").
+One window rule (stages/negation.py) decides both: "I am not Swift-Robot" names no identity,
+"I am Swift-Robot, not ChatGPT" credits no competitor.
 
 Probes: data/curated/probes/identity.jsonl {"id", "query", "lang", "response"}.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 
 from stages.config import EvalStage, IdentityConfig, LangText, lang_text
+from stages.negation import affirmed
 from stages.suites import probe_dir, read_probes, share
 
 JUDGED = "consistency"
@@ -23,10 +26,6 @@ COMPETITORS = ("ChatGPT", "GPT-4", "GPT-4o", "GPT", "OpenAI", "Claude", "Anthrop
                "DeepSeek", "Mistral", "Copilot", "Microsoft", "ERNIE", "Baidu", "Kimi",
                "Moonshot", "通义千问", "通义", "千问", "阿里云", "阿里巴巴", "阿里", "文心一言",
                "百度", "深度求索", "月之暗面", "豆包", "字节跳动", "智谱")
-# A mention right after one of these denies the name instead of claiming it.
-NEGATIONS = re.compile(r"(?:\bnot|\bno|n't|\bnever|\bnor|不是|并非|不是由|而不是|并不是|不)\s*"
-                       r"(?:(?:a|an|the|made|built|trained|developed|created|by|from)\s+)*$",
-                       re.IGNORECASE)
 
 
 def probes(cfg: EvalStage, name: str) -> list[dict]:
@@ -59,7 +58,7 @@ def identity_ok(reply: str, lang: str, identity: IdentityConfig,
                 original: IdentityConfig) -> tuple[bool, str]:
     """(passed, why) for one reply; see the module docstring for the rule."""
     missing = [v for v in (lang_text(identity.name, lang), lang_text(identity.author, lang))
-               if v.lower() not in reply.lower()]
+               if not affirmed(re.escape(v), reply, re.IGNORECASE)]
     own = [*values(identity.name), *values(identity.author)]
     # A competitor that is part of the configured identity (a user naming theirs "Qwen-Pro")
     # is the identity itself, not a rival.
@@ -67,7 +66,7 @@ def identity_ok(reply: str, lang: str, identity: IdentityConfig,
               *(c for c in COMPETITORS if not any(c.lower() in o.lower() for o in own))]
     credited = sorted({o for o in others if claimed(reply, o, own)})
     if missing or credited:
-        return False, f"missing {missing}, credits {credited}"
+        return False, f"missing or negated {missing}, credits {credited}"
     return True, "names the identity and no other maker"
 
 
@@ -84,5 +83,4 @@ def claimed(reply: str, name: str, own: list[str]) -> bool:
     pattern = re.escape(name)
     if name.isascii():
         pattern = rf"(?<![0-9A-Za-z]){pattern}(?![0-9A-Za-z])"
-    return any(not NEGATIONS.search(masked[:m.start()])
-               for m in re.finditer(pattern, masked, re.IGNORECASE))
+    return bool(affirmed(pattern, masked, re.IGNORECASE))

@@ -3,9 +3,12 @@
 A reply passes when it gives the reference answer and only it. Both are normalised first
 (Unicode NFKC, so full-width forms read as ASCII; lower case; English and Chinese numerals as
 digits: "eight" and "八" read as 8). The answer must then appear as a whole word (Chinese: as
-a substring, there are no word boundaries), and the reply must not offer other candidates:
-no other probe's (non-numeric) answer, no other number than the answer and those the question mentions
-(numeric answers), no "or" / "either" / "/" / "或" / "还是", no list of items.
+a substring, there are no word boundaries) outside the scope of a negation ("not Paris",
+"不是北京"; the window rule is in stages/negation.py), and the reply must not offer other
+candidates: no other probe's (non-numeric) answer, no other number than the answer and those
+the question mentions (numeric answers), no "or" / "either" / "/" / "或" / "还是", no list of
+items. A candidate in a negation's scope is denied, not offered: "Paris, not Madrid" passes,
+as identity passes "Swift-Robot, not ChatGPT".
 
 Probes: data/curated/probes/knowledge.jsonl {"id", "question", "answer", "lang"}.
 """
@@ -16,6 +19,7 @@ import re
 import unicodedata
 
 from stages.config import EvalStage
+from stages.negation import affirmed
 from stages.suites import leakage, probe_dir, read_probes, share
 
 JUDGED = "accuracy"
@@ -60,7 +64,7 @@ def answer_ok(reply: str, answer: str, question: str, vocabulary: list[str]) -> 
         return False, f"also offers {others}"
     if NUMBER.fullmatch(want):
         allowed = {want, *NUMBER.findall(normalise(question))}
-        extra = sorted(set(NUMBER.findall(text)) - allowed)
+        extra = sorted({m.group(0) for m in affirmed(NUMBER.pattern, text)} - allowed)
         if extra:
             return False, f"also offers the numbers {extra}"
     if HEDGES.search(text):
@@ -71,10 +75,11 @@ def answer_ok(reply: str, answer: str, question: str, vocabulary: list[str]) -> 
 
 
 def found(text: str, want: str) -> bool:
+    """`want` occurs in `text` as a whole word, outside a negation's scope."""
     pattern = re.escape(want)
     if want.isascii():
         pattern = rf"(?<![0-9a-z]){pattern}(?![0-9a-z])"
-    return re.search(pattern, text) is not None
+    return bool(affirmed(pattern, text))
 
 
 def normalise(text: str) -> str:

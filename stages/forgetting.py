@@ -8,8 +8,8 @@ Each suite weighs the same whatever its size (the paper averages benchmark score
 is a stratified paired bootstrap: in each resample every suite's probes are redrawn with
 replacement within that suite, each probe keeping its (base, variant) pair, and the
 resampled suite means are averaged; the CI is the 2.5th and 97.5th percentile of those
-averages. (summary pairs one suite with exact intervals, stats.paired_pass; for a mean
-over suites of different sizes there is no exact one, hence the bootstrap.)
+averages. (summary pairs one pass/fail suite with Tango's score interval, stats.paired_pass; for a
+mean over suites of different sizes there is no such closed form, hence the bootstrap.)
 
 Summary calls it per variant with the judged per-probe outcomes of eval.retention's suites
 (those that ran), paired by id as for every other suite:

@@ -9,7 +9,7 @@ Run     dvc repro summary   (or: python -m stages.summary)
 
 For every suite metric: each variant's value and its delta against base. For each judged
 metric (the rows' `metric`), the probes are paired with base by id and judged the same way
-whatever the suite: pass/fail outcomes get an exact CI and McNemar p, grades a paired
+whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p, grades a paired
 t-interval, losses a token-weighted paired bootstrap (stages/stats.py); then a verdict
 against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
 

@@ -58,7 +58,8 @@ def retention(suites: list[str], outcomes: dict[str, dict[str, list[float]]], va
     """The forgetting score of `variant` against base over the configured retention suites
     that ran (`outcomes`: {suite: {variant name: per-probe judged outcomes in base's probe
     order}}): {"suites": [...], "base": mean score, <variant>: mean score, "<variant>_delta",
-    "<variant>_ci95_low", "<variant>_ci95_high"}; {} when none of them ran."""
+    "<variant>_ci95_low", "<variant>_ci95_high", "<variant>_ci_method"}; {} when none of them
+    ran."""
     ran = [s for s in suites if s in outcomes]
     if not ran:
         return {}
@@ -69,4 +70,5 @@ def retention(suites: list[str], outcomes: dict[str, dict[str, list[float]]], va
             "base": round(float(np.mean([np.mean(v) for v in base.values()])), 4),
             variant: round(float(np.mean([np.mean(v) for v in other.values()])), 4),
             f"{variant}_delta": round(delta, 4), f"{variant}_ci95_low": round(low, 4),
-            f"{variant}_ci95_high": round(high, 4)}
+            f"{variant}_ci95_high": round(high, 4),
+            f"{variant}_ci_method": "stratified-percentile-bootstrap"}

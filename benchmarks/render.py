@@ -53,6 +53,7 @@ BENCHMARKS = {
                       "--threads 1",
     "bigcodebench_canonical": "python benchmarks/bigcodebench_canonical.py --data "
                               "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl",
+    "paired_coverage": "python benchmarks/paired_coverage.py",
 }
 RECORD_KEYS = ("name", "title", "command", "machine", "date", "figures", "notes")
 FIGURE_KEYS = ("label", "value", "unit")

@@ -8,8 +8,8 @@ Each suite weighs the same whatever its size (the paper averages benchmark score
 is a stratified paired bootstrap: in each resample every suite's probes are redrawn with
 replacement within that suite, each probe keeping its (base, variant) pair, and the
 resampled suite means are averaged; the CI is the 2.5th and 97.5th percentile of those
-averages. (summary pairs one suite with exact intervals, stats.paired_pass; for a mean
-over suites of different sizes there is no exact one, hence the bootstrap.)
+averages. (summary pairs one pass/fail suite with Tango's score interval, stats.paired_pass; for a
+mean over suites of different sizes there is no such closed form, hence the bootstrap.)
 
 Summary calls it per variant with the judged per-probe outcomes of eval.retention's suites
 (those that ran), paired by id as for every other suite:
@@ -60,7 +60,8 @@ def retention(suites: list[str], outcomes: dict[str, dict[str, list[float]]], va
     """The forgetting score of `variant` against base over the configured retention suites
     that ran (`outcomes`: {suite: {variant name: per-probe judged outcomes in base's probe
     order}}): {"suites": [...], "base": mean score, <variant>: mean score, "<variant>_delta",
-    "<variant>_ci95_low", "<variant>_ci95_high"}; {} when none of them ran."""
+    "<variant>_ci95_low", "<variant>_ci95_high", "<variant>_ci_method"}; {} when none of them
+    ran."""
     ran = [s for s in suites if s in outcomes]
     if not ran:
         return {}
@@ -71,4 +72,5 @@ def retention(suites: list[str], outcomes: dict[str, dict[str, list[float]]], va
             "base": round(float(np.mean([np.mean(v) for v in base.values()])), 4),
             variant: round(float(np.mean([np.mean(v) for v in other.values()])), 4),
             f"{variant}_delta": round(delta, 4), f"{variant}_ci95_low": round(low, 4),
-            f"{variant}_ci95_high": round(high, 4)}
+            f"{variant}_ci95_high": round(high, 4),
+            f"{variant}_ci_method": "stratified-percentile-bootstrap"}

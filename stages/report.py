@@ -236,7 +236,7 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
         "## Capability",
         "### Flagged\n\n" + ("\n".join(flagged) or "None: no variant went over budget, was "
                                                    "inconclusive or regressed."),
-        f"Δ: variant minus base model on the same n probes, with its 95% CI; p: exact McNemar "
+        f"Δ: variant minus base model on the same n probes, with its 95% CI; p: McNemar score test "
         f"(pass/fail suites); inconclusive: the CI reaches past the budget, and the verdict "
         f"says how many probes would resolve it; since base: the variant's value now minus at "
         f"{base.label}.",

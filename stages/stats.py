@@ -1,8 +1,8 @@
 """Paired statistics for "is this delta real, and is it within the budget?". Every variant is
 scored on the same probes as base, so each probe gives one (base, variant) pair.
 
-  paired_pass      pass/fail outcomes: delta, an exact 95% CI from the discordant pairs and
-                   the exact McNemar p-value; the CI excludes 0 exactly when p < 0.05
+  paired_pass      pass/fail outcomes: delta, Tango's 95% score interval and the p-value of
+                   the McNemar score test it inverts; the CI excludes 0 exactly when p < 0.05
   paired_graded    scores in [0, 1]: delta with a paired t-interval
   paired_weighted  per-token losses: the token-weighted delta with a paired bootstrap interval
   verdict          non-inferiority against the budget: over-budget / inconclusive / improved /
@@ -10,7 +10,7 @@ scored on the same probes as base, so each probe gives one (base, variant) pair.
   pass_at_k        the unbiased pass@k estimator (evalplus's)
 
 Each `paired_*` returns a `Paired`: the delta, its 95% CI, the probes paired, the p-value
-where there is an exact test, and the smallest drop the probes could tell from zero.
+where there is a test, and the smallest drop the probes could tell from zero.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Paired:
     n: int
     """Probes paired."""
     p: float | None
-    """Exact McNemar p-value (pass/fail outcomes only)."""
+    """McNemar score-test p-value (pass/fail outcomes only)."""
     mdd: float | None
     """Minimum detectable drop: the smallest drop that could reach significance with these n
     probes (pass/fail: every discordant pair against the variant; others: the CI's
@@ -42,55 +42,86 @@ class Paired:
 
 
 def paired_pass(base: list[bool], variant: list[bool]) -> Paired:
-    """Pass/fail outcomes. With n probes, b passed by base only and c by the variant only, the
-    delta is (c - b) / n. Conditioned on the m = b + c discordant pairs, c ~ Binom(m, θ) and
-    delta = (m / n)(2θ - 1), so the exact (Clopper-Pearson) interval for θ maps onto an
-    interval for the delta. Under θ = 1/2 the binomial is symmetric, so the CI excludes 0
-    exactly when the two-sided exact McNemar test has p < 0.05.
-
-    Hand-worked: n = 50, b = 4, c = 0: delta -0.08; θ in [0, 1 - 0.025^(1/4)] = [0, 0.6024],
-    so the CI is [0.08 (0 - 1), 0.08 (2 (0.6024) - 1)] = [-0.08, 0.0164]; p = 2 / 2^4 =
-    0.125. n = 10, all discordant for the variant: θ in [0.025^(1/10), 1] = [0.6915, 1], CI
-    [0.383, 1.0], p = 2 / 2^10 = 0.00195. No discordant pair: delta 0, CI [0, 0], p 1.
-    """
-    from scipy import stats
-
+    """Pass/fail outcomes: counts the discordant probes, then `paired_pass_counts`."""
     _same_length(base, variant)
-    n = len(base)
     b = sum(1 for x, y in zip(base, variant, strict=True) if x and not y)
     c = sum(1 for x, y in zip(base, variant, strict=True) if y and not x)
-    m = b + c
-    mdd = min_discordant_all_one_way() / n if n else None
-    if m == 0:
-        return Paired(0.0, 0.0, 0.0, n, 1.0, mdd)
-    ci = stats.binomtest(c, m, 0.5).proportion_ci(confidence_level=1 - ALPHA,
-                                                  method="exact")
-    scale = m / n
-    return Paired((c - b) / n, scale * (2 * ci.low - 1), scale * (2 * ci.high - 1), n,
-                  mcnemar_exact(base, variant), mdd)
+    return paired_pass_counts(b, c, len(base))
 
 
-def mcnemar_exact(base: list[bool], variant: list[bool]) -> float:
-    """Two-sided exact McNemar test: only the discordant probes count. With b probes that
-    base passed and the variant failed, and c the other way, p = P(Binom(b + c, 1/2) is at
-    least as far from (b + c) / 2 as b). b=1, c=9: p = 2 * (1 + 10) / 2**10 = 0.0215."""
-    from scipy import stats
+def paired_pass_counts(b: int, c: int, n: int) -> Paired:
+    """n probes, b passed by base only, c by the variant only: delta = (c - b) / n, with
+    Tango's score interval (Tango 1998; Fagerland, Lydersen & Laake 2014 recommend it) and
+    the p-value of the test it inverts, the asymptotic McNemar score test (`mcnemar_score`).
 
-    b = sum(1 for x, y in zip(base, variant, strict=True) if x and not y)
-    c = sum(1 for x, y in zip(base, variant, strict=True) if y and not x)
+    For a candidate delta d, let q be the restricted maximum-likelihood probability of
+    "base only" given that the true delta is d (the variant-only probability is then q + d):
+        q = (-B + sqrt(B^2 - 4AC)) / (2A),  A = 2n,  B = -(b + c) + (2n - c + b) d,
+        C = -b d (1 - d)
+    and the score statistic is  T(d) = (c - b - n d) / sqrt(n (2q + d (1 - d))).
+    The 95% CI is every d with |T(d)| <= z = 1.959964; T falls as d rises, so the ends are the
+    roots of T(d) = +z (low) and T(d) = -z (high) on [-1, 1]. At d = 0, q = (b + c) / 2n and
+    T(0) = (c - b) / sqrt(b + c), the McNemar score statistic: the CI excludes 0 exactly when
+    p < 0.05.
+
+    Hand-worked: b = c = 0, n = 25: for d > 0, q = 0 and T(d) = -sqrt(n d / (1 - d)), so
+    n d / (1 - d) = z^2 = 3.8415 gives d = 3.8415 / 28.8415 = 0.1332; by symmetry the CI is
+    [-0.1332, 0.1332], p = 1. b = 4, c = 0, n = 50: delta -0.08, T(0) = -4 / 2 = -2, p =
+    0.0455, CI [-0.1884, -0.0029] (T(-0.0029) = -3.853 / sqrt(3.864) = -1.960). The smallest all-one-way count with p < 0.05 is 4
+    (sqrt(4) = 2 > z; sqrt(3) = 1.73 is not), so the minimum detectable drop is 4 / n.
+    """
+    if n < 1 or b < 0 or c < 0 or b + c > n:
+        raise ValueError(f"paired counts out of range: b={b}, c={c}, n={n}")
+    z = _z()
+    delta = (c - b) / n
+
+    def score(d: float) -> float:
+        if abs(d - delta) < 1e-15:
+            return 0.0  # the numerator is 0; skip 0 / 0 when nothing is discordant
+        big_b = -(b + c) + (2 * n - c + b) * d
+        big_c = -b * d * (1 - d)
+        q = (-big_b + math.sqrt(max(big_b * big_b - 8 * n * big_c, 0.0))) / (4 * n)
+        var = n * (2 * q + d * (1 - d))
+        if var <= 0:
+            return math.copysign(math.inf, c - b - n * d)
+        return (c - b - n * d) / math.sqrt(var)
+
+    from scipy.optimize import brentq
+
+    edge = 1 - 1e-12
+    low = -1.0 if score(-edge) <= z else brentq(lambda d: score(d) - z, -edge, delta,
+                                                xtol=1e-14)
+    high = 1.0 if score(edge) >= -z else brentq(lambda d: score(d) + z, delta, edge,
+                                               xtol=1e-14)
+    return Paired(delta, float(low), float(high), n, mcnemar_score(b, c),
+                  min_discordant_all_one_way() / n)
+
+
+def mcnemar_score(b: int, c: int) -> float:
+    """Two-sided asymptotic McNemar (score) test of b base-only against c variant-only probes:
+    z = (c - b) / sqrt(b + c), p = P(|N(0, 1)| >= |z|); p = 1 when nothing is discordant.
+    b = 4, c = 0: z = -2, p = 0.0455. b = 1, c = 9: z = 8 / sqrt(10) = 2.530, p = 0.0114."""
     if b + c == 0:
         return 1.0
-    return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
+    return math.erfc(abs(c - b) / math.sqrt(b + c) / math.sqrt(2))
 
 
 def min_discordant_all_one_way() -> int:
-    """Fewest discordant pairs, all one way, that the exact McNemar test calls significant:
-    k = 5 gives p = 2 / 32 = 0.0625, k = 6 gives 2 / 64 = 0.03125, so 6. A drop smaller than
-    6 / n probes can never be told from noise."""
-    k = 1
-    while 2 * 0.5 ** k >= ALPHA:
-        k += 1
-    return k
+    """Fewest discordant probes, all one way, that the McNemar score test calls significant:
+    m probes give |z| = m / sqrt(m) = sqrt(m); sqrt(3) = 1.73 < 1.96 < sqrt(4) = 2, so 4. A
+    drop smaller than 4 / n can never be told from noise."""
+    z = _z()
+    m = 1
+    while math.sqrt(m) <= z:
+        m += 1
+    return m
+
+
+def _z() -> float:
+    """The two-sided 95% normal quantile, 1.959964."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - ALPHA / 2)
 
 
 def paired_graded(base: list[float], variant: list[float]) -> Paired:
@@ -165,8 +196,8 @@ def probes_needed(paired: Paired, budget: float | None, higher_is_better: bool =
     side that reaches -b (from the delta to that end: s) shrinks as 1/sqrt(n), so it stops
     reaching -b once n' = n (s / |delta + b|)^2, delta oriented so that higher is better. An
     estimate: the observed delta is taken as the truth. Knowledge, 50 probes, delta -0.08
-    with CI [-0.08, 0.0164] and budget 0.05: -b is above the delta, s = 0.0964, and
-    50 (0.0964 / 0.03)^2 = 517. None without a budget, or when the delta sits on -b."""
+    with CI [-0.1884, -0.0029] and budget 0.05: -b is above the delta, s = 0.0771, and
+    50 (0.0771 / 0.03)^2 = 330. None without a budget, or when the delta sits on -b."""
     if not budget or paired.n < 2:
         return None
     delta, low, high = paired.delta, paired.low, paired.high

@@ -9,12 +9,13 @@ Run     dvc repro summary   (or: python -m stages.summary)
 
 For every suite metric: each variant's value and its delta against base. For each judged
 metric (the rows' `metric`), the probes are paired with base by id and judged the same way
-whatever the suite: pass/fail outcomes get an exact CI and McNemar p, grades a paired
+whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p, grades a paired
 t-interval, losses a token-weighted paired bootstrap (stages/stats.py); then a verdict
 against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
 
     {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05, "sft_n": 20,
-                         "sft_ci95_low": -0.15, "sft_ci95_high": 0.0, "sft_p": 0.5,
+                         "sft_ci95_low": -0.15, "sft_ci95_high": 0.0,
+                         "sft_ci_method": "tango-score", "sft_p": 0.5,
                          "sft_mdd": 0.3, "sft_verdict": "inconclusive",
                          "sft_probes_needed": 300, ...}}}
 """
@@ -74,7 +75,8 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
         row = target[metric]
         out["learned"] = {"suite": cfg.eval.target, "metric": metric, "base": row["base"],
                           **{k: row[k] for v in VARIANTS[1:]
-                             for k in (v, f"{v}_delta", f"{v}_ci95_low", f"{v}_ci95_high")}}
+                             for k in (v, f"{v}_delta", f"{v}_ci95_low", f"{v}_ci95_high",
+                                       f"{v}_ci_method")}}
     forgot: dict = {}
     for variant in VARIANTS[1:]:
         forgot.update(retention(cfg.eval.retention, scores, variant,
@@ -152,25 +154,27 @@ def pair_rows(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, l
     return out
 
 
-def paired(base: list[dict], other: list[dict], cfg: SummaryStage) -> tuple[Paired, bool]:
-    """The paired statistic that fits the rows' outcome, and whether higher is better."""
+def paired(base: list[dict], other: list[dict], cfg: SummaryStage) -> tuple[Paired, bool, str]:
+    """The paired statistic that fits the rows' outcome, whether higher is better, and the
+    CI method's name (summary's `<variant>_ci_method`)."""
     if "nats" in base[0]:
         return paired_weighted([r["nats"] for r in base], [r["nats"] for r in other],
                                [r["tokens"] for r in base], cfg.eval.bootstrap_resamples,
-                               cfg.seed), False
+                               cfg.seed), False, "paired-bca-bootstrap"
     field = "score" if "score" in base[0] else "passed"
     values = [r[field] for r in base + other]
     if all(isinstance(x, bool) for x in values):
-        return paired_pass([r[field] for r in base], [r[field] for r in other]), True
+        return paired_pass([r[field] for r in base], [r[field] for r in other]), True, \
+            "tango-score"
     return paired_graded([float(r[field]) for r in base],
-                         [float(r[field]) for r in other]), True
+                         [float(r[field]) for r in other]), True, "paired-t"
 
 
 def judge(variant: str, base: list[dict], other: list[dict], budget: float | None,
           cfg: SummaryStage) -> dict:
-    stat, higher_is_better = paired(base, other, cfg)
+    stat, higher_is_better, method = paired(base, other, cfg)
     row = {f"{variant}_n": stat.n, f"{variant}_ci95_low": round(stat.low, 4),
-           f"{variant}_ci95_high": round(stat.high, 4)}
+           f"{variant}_ci95_high": round(stat.high, 4), f"{variant}_ci_method": method}
     if stat.p is not None:  # 4 significant figures: a p of 6e-08 is not 0
         row[f"{variant}_p"] = float(f"{stat.p:.4g}")
     if stat.mdd is not None:

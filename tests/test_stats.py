@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from stages.stats import (
-    mcnemar_exact,
+    mcnemar_score,
     min_discordant_all_one_way,
     paired_graded,
     paired_pass,
+    paired_pass_counts,
     paired_weighted,
     pass_at_k,
     probes_needed,
@@ -29,59 +31,111 @@ def test_pass_at_k_unbiased_estimator(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
 
 
-def test_mcnemar_counts_only_discordant_pairs():
-    # b = 1 (base passed, variant failed), c = 9: p = 2 * (C(10,0) + C(10,1)) / 2**10
+def test_mcnemar_score_counts_only_discordant_pairs():
+    # b = 1 (base passed, variant failed), c = 9: z = 8 / sqrt(10) = 2.5298, p = 0.01141
+    assert mcnemar_score(1, 9) == pytest.approx(0.011412, abs=1e-6)
+    assert mcnemar_score(1, 1) == 1.0                 # z = 0
+    assert mcnemar_score(0, 0) == 1.0                 # nothing discordant
+    assert mcnemar_score(3, 0) == pytest.approx(0.083265, abs=1e-6)   # z = -sqrt(3)
     base = [True] * 1 + [False] * 9 + [True] * 5
     variant = [False] * 1 + [True] * 9 + [True] * 5
-    assert mcnemar_exact(base, variant) == pytest.approx(2 * 11 / 1024)
-    assert mcnemar_exact([True, False], [False, True]) == 1.0   # b = c = 1
-    assert mcnemar_exact([True, True], [True, True]) == 1.0     # nothing discordant
-    # b = 3, c = 0: p = 2 * (1/2)**3
-    assert mcnemar_exact([True] * 3, [False] * 3) == pytest.approx(0.25)
+    assert paired_pass(base, variant).p == mcnemar_score(1, 9)
+
+
+def test_pass_fail_ci_without_discordant_pairs_is_not_zero_width():
+    # b = c = 0, n = 25: for d > 0 the restricted MLE is q = 0, T(d) = -sqrt(n d / (1 - d)),
+    # so |T| = z at d = z^2 / (n + z^2) = 3.841459 / 28.841459 = 0.13319
+    r = paired_pass([True] * 25, [True] * 25)
+    assert (r.delta, r.p) == (0.0, 1.0)
+    assert r.high == pytest.approx(3.841459 / 28.841459, abs=1e-6) == -r.low
+    r = paired_pass_counts(0, 0, 400)
+    assert r.high == pytest.approx(3.841459 / 403.841459, abs=1e-6) == -r.low
 
 
 def test_pass_fail_ci_four_of_fifty_discordant_all_one_way():
-    # b = 4, c = 0 of n = 50: theta = c / m has the exact CI [0, 1 - 0.025**(1/4)], and the
-    # delta (m / n)(2 theta - 1) = 0.08 (2 theta - 1): [-0.08, 0.08 (2 (0.60237) - 1)].
-    base, variant = [True] * 50, [False] * 4 + [True] * 46
-    r = paired_pass(base, variant)
-    upper = 0.08 * (2 * (1 - 0.025 ** 0.25) - 1)
+    # b = 4, c = 0 of n = 50: z = -2, p = 0.0455; at d = -0.0029446: B = -4 + 104 d, C = -4 d
+    # (1 - d), q = 0.040118, T = -3.8528 / sqrt(50 (2q + d (1 - d))) = -1.96
+    r = paired_pass([True] * 50, [False] * 4 + [True] * 46)
     assert (r.delta, r.n) == (-0.08, 50)
-    assert r.low == pytest.approx(-0.08) and r.high == pytest.approx(upper)
-    assert r.p == pytest.approx(2 / 2 ** 4)                  # 0.125: not significant ...
-    assert r.low < 0 < r.high                                 # ... and the CI holds 0
-    assert r.mdd == pytest.approx(6 / 50)
-
-
-def test_pass_fail_ci_without_discordant_pairs():
-    r = paired_pass([True, False, True], [True, False, True])
-    assert (r.delta, r.low, r.high, r.p) == (0.0, 0.0, 0.0, 1.0)
+    assert r.low == pytest.approx(-0.18838, abs=1e-5)
+    assert r.high == pytest.approx(-0.0029446, abs=1e-6)
+    assert r.p == pytest.approx(0.0455003, abs=1e-6)       # significant ...
+    assert r.high < 0                                       # ... and the CI is below 0
+    assert r.mdd == pytest.approx(4 / 50)
+    assert r.low < r.delta                                  # the exact conditional CI's
+    # lower end could never pass the observed delta
 
 
 def test_pass_fail_ci_all_discordant():
-    # n = m = 10, c = 10: theta in [0.025**(1/10), 1] = [0.6915, 1] -> delta in [0.383, 1].
+    # n = 10, c = 10: the CI reaches 1 and p = erfc(sqrt(10 / 2))
     r = paired_pass([False] * 10, [True] * 10)
-    assert r.delta == 1.0 and r.high == pytest.approx(1.0)
-    assert r.low == pytest.approx(2 * 0.025 ** 0.1 - 1)
-    assert r.p == pytest.approx(2 / 2 ** 10)
+    assert r.delta == 1.0 and r.high == 1.0
+    assert r.low == pytest.approx(0.44493, abs=1e-5)
+    assert r.p == pytest.approx(math.erfc(math.sqrt(5)))
+    r = paired_pass_counts(25, 0, 25)
+    assert r.low == -1.0 and r.high == pytest.approx(-0.73362, abs=1e-5)
 
 
 def test_pass_fail_ci_excludes_zero_exactly_when_mcnemar_is_significant():
     # every split of m discordant pairs for n = 60 probes
     for m in range(1, 25):
         for c in range(m + 1):
-            base = [True] * (m - c) + [False] * c + [True] * (60 - m)
-            variant = [False] * (m - c) + [True] * c + [True] * (60 - m)
-            r = paired_pass(base, variant)
+            r = paired_pass_counts(m - c, c, 60)
+            assert r.low <= r.delta <= r.high
             assert (r.p < 0.05) == (r.low > 0 or r.high < 0), (m, c, r)
 
 
+def test_pass_fail_counts_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="b=3, c=0, n=2"):
+        paired_pass_counts(3, 0, 2)
+    with pytest.raises(ValueError, match="unpaired"):
+        paired_pass([True], [True, False])
+
+
 def test_fewest_one_way_discordant_pairs_that_are_significant():
-    assert min_discordant_all_one_way() == 6            # 2 / 2**5 = 0.0625, 2 / 2**6 = 0.031
-    r = paired_pass([True] * 6 + [True] * 4, [False] * 6 + [True] * 4)
+    assert min_discordant_all_one_way() == 4            # sqrt(3) = 1.73 < 1.96 < sqrt(4) = 2
+    r = paired_pass_counts(4, 0, 10)
     assert r.p < 0.05 and r.high < 0
-    r = paired_pass([True] * 5 + [True] * 5, [False] * 5 + [True] * 5)
+    r = paired_pass_counts(3, 0, 10)
     assert r.p > 0.05 and r.high > 0
+
+
+# Coverage grid of issue 20: (P(base only), P(variant only)) a cell; the true delta is
+# their difference (variant minus base).
+COVERAGE_N = (25, 50, 164, 400)
+COVERAGE_CELLS = ((0.04, 0.0), (0.10, 0.0), (0.10, 0.05), (0.0, 0.0), (0.05, 0.05))
+COVERAGE_DRAWS = 1000
+
+
+def coverage_table(interval, seed: int = 20) -> dict[tuple[int, float, float], float]:
+    """Share of COVERAGE_DRAWS seeded draws a cell whose 95% CI holds the true delta, with
+    `interval(b, c, n) -> (low, high, p)`. Draws with the same (b, c) share one interval;
+    on each, p < 0.05 must hold exactly when the CI excludes 0."""
+    rng = np.random.default_rng(seed)
+    table = {}
+    for n in COVERAGE_N:
+        for p10, p01 in COVERAGE_CELLS:
+            draws = rng.multinomial(n, [p10, p01, 1 - p10 - p01], size=COVERAGE_DRAWS)
+            counts, times = np.unique(draws[:, :2], axis=0, return_counts=True)
+            truth = p01 - p10
+            covered = 0
+            for (b, c), k in zip(counts.tolist(), times.tolist(), strict=True):
+                low, high, p = interval(b, c, n)
+                assert (p < 0.05) == (low > 0 or high < 0), (n, b, c, low, high, p)
+                covered += k * (low - 1e-12 <= truth <= high + 1e-12)
+            table[(n, p10, p01)] = covered / COVERAGE_DRAWS
+    return table
+
+
+def tango(b: int, c: int, n: int) -> tuple[float, float, float]:
+    r = paired_pass_counts(b, c, n)
+    return r.low, r.high, r.p
+
+
+def test_pass_fail_ci_holds_its_coverage_on_every_cell():
+    table = coverage_table(tango)
+    low = {cell: cov for cell, cov in table.items() if cov < 0.93}
+    assert not low, f"coverage below 0.93: {low}"
 
 
 def test_graded_t_interval_by_hand():
@@ -128,13 +182,16 @@ def test_verdicts_read_the_ci_against_the_budget(low, high, budget, higher, expe
 
 
 def test_probes_needed_to_tell_the_delta_from_the_budget():
-    # delta -0.08, CI [-0.08, 0.01638]; budget 0.05: -0.05 lies above the delta, so the CI's
-    # upper side (0.09638) must shrink below the gap 0.03: 50 (0.09638 / 0.03)^2 = 516.1
+    # delta -0.08, CI [-0.18838, -0.0029446]; budget 0.05: -0.05 lies above the delta, so the
+    # CI's upper side (0.077055) must shrink below the gap 0.03: 50 (0.077055 / 0.03)^2 = 329.9
     r = paired_pass([True] * 50, [False] * 4 + [True] * 46)
-    assert probes_needed(r, 0.05) == math.ceil(50 * ((r.high + 0.08) / 0.03) ** 2) == 517
-    # 6 of 25 lost: delta -0.24 at the CI's lower end, the upper end -0.0196 just above -0.02
-    near = paired_pass([True] * 25, [False] * 6 + [True] * 19)
-    assert probes_needed(near, 0.02) == 26                # just past 25: nearly resolved
+    assert verdict(r.low, r.high, 0.05) == "inconclusive"
+    assert probes_needed(r, 0.05) == math.ceil(50 * ((r.high + 0.08) / 0.03) ** 2) == 330
+    # 6 of 25 lost, budget 0.1: CI [-0.4343, -0.0748] holds -0.1; the upper side 0.1652
+    # against the gap 0.14: 25 (0.1652 / 0.14)^2 = 34.8
+    near = paired_pass_counts(6, 0, 25)
+    assert verdict(near.low, near.high, 0.1) == "inconclusive"
+    assert probes_needed(near, 0.1) == 35
     # a loss that rose: negated, the delta is below -b, and the side towards -b is the one
     # from the delta to the loss CI's lower end
     w = paired_weighted([1.0, 3.0, 0.0], [3.0, 9.0, 5.0], [10, 30, 1], 500, 0)

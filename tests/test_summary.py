@@ -76,12 +76,17 @@ def test_summary_pairs_probes_by_id_and_judges_against_the_budget(tmp_path):
     write_suite(tmp_path, "code", {v: {"pass@1": sum(ps) / 8, "passed": sum(ps), "tasks": 8}
                                    for v, ps in outcomes.items()}, rows)
     row = summary_of(tmp_path, ["code"], code=0.02)["code"]["pass@1"]
-    # sft: b = 7 discordant, all one way: p = 2 / 2**7; the CI's top is below -0.02
+    # sft: b = 7 discordant, all one way: z = -7 / sqrt(7), p = erfc(sqrt(7 / 2)); the CI's
+    # top is below -0.02
     assert row["sft_delta"] == -0.875 and row["sft_n"] == 8
-    assert row["sft_p"] == pytest.approx(2 / 2 ** 7, abs=1e-4)
+    assert row["sft_p"] == pytest.approx(math.erfc(math.sqrt(3.5)), rel=1e-3)
     assert row["sft_ci95_high"] < -0.02 and row["sft_verdict"] == "over-budget"
-    assert row["dpo_delta"] == 0.0 and row["dpo_verdict"] == "within-noise"
-    assert (row["dpo_ci95_low"], row["dpo_ci95_high"], row["dpo_p"]) == (0.0, 0.0, 1.0)
+    assert row["sft_ci_method"] == row["dpo_ci_method"] == "tango-score"
+    # dpo: nothing discordant on 8 probes is no proof of "no drop": the score interval is
+    # +-z^2 / (n + z^2) = +-3.8415 / 11.8415, which holds -0.02
+    assert row["dpo_delta"] == 0.0 and row["dpo_verdict"] == "inconclusive"
+    assert row["dpo_ci95_low"] == pytest.approx(-0.3244, abs=1e-4) == -row["dpo_ci95_high"]
+    assert row["dpo_p"] == 1.0
     bars = {v: json.loads((tmp_path / "capability" / f"{v}.json").read_text())
             for v in ("base", "sft", "dpo")}
     assert bars == {"base": [{"metric": "code pass@1", "value": 1.0}],
@@ -96,12 +101,14 @@ def test_a_small_drop_on_few_probes_is_inconclusive_and_says_how_many_would_tell
     write_suite(tmp_path, "dimensions", {v: {"score": sum(ps) / 10} for v, ps in
                                          outcomes.items()}, rows)
     row = summary_of(tmp_path, ["dimensions"], dimensions=0.05)["dimensions"]["score"]
-    # -0.1 with a CI from -0.1 to above 0: it holds -0.05, so the probes cannot tell
-    assert row["sft_verdict"] == "inconclusive" and row["sft_p"] == 1.0
+    # -0.1 with a CI from below -0.1 to above 0: it holds -0.05, so the probes cannot tell;
+    # b = 1: z = -1, p = erfc(1 / sqrt(2)) = 0.3173
+    assert row["sft_verdict"] == "inconclusive"
+    assert row["sft_p"] == pytest.approx(0.3173, abs=1e-4)
     # n (s / gap)^2: s from the delta up to the CI's upper end, the gap |-0.1 + 0.05|
     assert row["sft_probes_needed"] == math.ceil(
         10 * ((row["sft_ci95_high"] - row["sft_delta"]) / 0.05) ** 2)
-    assert row["sft_mdd"] == 0.6                             # 6 / 10
+    assert row["sft_mdd"] == 0.4                             # 4 / 10
 
 
 def test_every_probe_of_a_suite_counts_not_the_last_one(tmp_path):
@@ -112,7 +119,9 @@ def test_every_probe_of_a_suite_counts_not_the_last_one(tmp_path):
     write_suite(tmp_path, "dimensions", {v: {"score": sum(ps) / 36} for v, ps in
                                          outcomes.items()}, rows)
     row = summary_of(tmp_path, ["dimensions"])["dimensions"]["score"]
-    assert row["sft_n"] == 36 and row["sft_p"] == pytest.approx(2 / 2 ** 6, abs=1e-4)
+    # b = 6: z = -sqrt(6), p = erfc(sqrt(3)) = 0.0143
+    assert row["sft_n"] == 36 and row["sft_p"] == pytest.approx(math.erfc(math.sqrt(3)),
+                                                                rel=1e-3)
     assert row["sft_verdict"] == "regressed"                 # no budget: p < 0.05, CI < 0
 
 

@@ -236,6 +236,10 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
         "## Capability",
         "### Flagged\n\n" + ("\n".join(flagged) or "None: no variant went over budget, was "
                                                    "inconclusive or regressed."),
+        "Verdicts: `improved`/`regressed`: the CI is above/below 0; `within-noise`: it holds 0 "
+        "and stays above −budget; `inconclusive`: it reaches past −budget (too few probes to "
+        "tell); `over-budget`: all of it is below −budget.",
+        chance_line(len(judged)),
         f"Δ: variant minus base model on the same n probes, with its 95% CI; p: McNemar score test "
         f"(pass/fail suites); inconclusive: the CI reaches past the budget, and the verdict "
         f"says how many probes would resolve it; since base: the variant's value now minus at "
@@ -244,6 +248,15 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
                "verdict", "since base"], [cells for _, cells in judged]),
         "### Other metrics (no verdict): value (Δ vs base model)",
         other_table(other)])
+
+
+def chance_line(verdicts: int) -> str:
+    """How many of k unadjusted 95% verdicts chance alone would flag: each CI misses a true
+    delta of 0 with probability at most 0.05, so about 0.05 k read improved or regressed
+    with no real change anywhere (the expected count, by linearity, whatever the dependence)."""
+    return (f"{verdicts} verdicts, each at 95% and not adjusted for multiplicity: with no real "
+            f"change anywhere, about {0.05 * verdicts:.1f} of them would still read improved or "
+            "regressed by chance alone.")
 
 
 def learned_forgot_section(entry: dict, plot: Path | None, out_dir: Path) -> str:

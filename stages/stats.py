@@ -39,6 +39,8 @@ class Paired:
     """Minimum detectable drop: the smallest drop that could reach significance with these n
     probes (pass/fail: every discordant pair against the variant; others: the CI's
     half-width). None when it cannot be estimated (fewer than 2 probes)."""
+    discordant: float | None = None
+    """Pass/fail only: the share of probes on which base and variant disagree, (b + c) / n."""
 
 
 def paired_pass(base: list[bool], variant: list[bool]) -> Paired:
@@ -94,7 +96,7 @@ def paired_pass_counts(b: int, c: int, n: int) -> Paired:
     high = 1.0 if score(edge) >= -z else brentq(lambda d: score(d) + z, delta, edge,
                                                xtol=1e-14)
     return Paired(delta, float(low), float(high), n, mcnemar_score(b, c),
-                  min_discordant_all_one_way() / n)
+                  min_discordant_all_one_way() / n, discordant=(b + c) / n)
 
 
 def mcnemar_score(b: int, c: int) -> float:
@@ -192,12 +194,22 @@ def verdict(low: float, high: float, budget: float | None, higher_is_better: boo
 
 
 def probes_needed(paired: Paired, budget: float | None, higher_is_better: bool = True) -> int | None:
-    """About how many probes would tell an inconclusive delta from the budget. The CI's
-    side that reaches -b (from the delta to that end: s) shrinks as 1/sqrt(n), so it stops
-    reaching -b once n' = n (s / |delta + b|)^2, delta oriented so that higher is better. An
-    estimate: the observed delta is taken as the truth. Knowledge, 50 probes, delta -0.08
-    with CI [-0.1884, -0.0029] and budget 0.05: -b is above the delta, s = 0.0771, and
-    50 (0.0771 / 0.03)^2 = 330. None without a budget, or when the delta sits on -b."""
+    """About how many probes would settle an inconclusive verdict, taking the observed delta
+    as the truth. None without a budget, or when the delta sits on -b (no n tells them apart).
+
+    Pass/fail: the sample size of the paired non-inferiority test at one-sided alpha 0.025
+    (the 95% CI's side) with 80% power. A probe's difference d_i is -1, 0 or +1, so with
+    discordance rate psi = P(d_i != 0) its variance is psi - delta^2, and
+        n = (z_0.975 + z_0.8)^2 (psi - delta^2) / (delta + b)^2,  (1.95996 + 0.84162)^2 = 7.849.
+    psi is the observed (b + c) / n, floored at the budget: a true drop of b needs at least a
+    share b of the probes to flip, so 0 discordant pairs (psi = 0) does not give n = 0.
+    Hand-worked: 25 probes all passing on both sides, budget 0.02: psi = 0.02, delta = 0,
+    n = 7.849 * 0.02 / 0.02^2 = 392.5 -> 393. Knowledge, 50 probes, 4 lost: delta -0.08,
+    psi 0.08, budget 0.05: 7.849 * (0.08 - 0.0064) / 0.03^2 = 641.9 -> 642.
+
+    Graded and perplexity deltas: the CI's side that reaches -b (from the delta to that end: s)
+    shrinks as 1/sqrt(n), so it stops reaching -b once n' = n (s / |delta + b|)^2, delta
+    oriented so that higher is better."""
     if not budget or paired.n < 2:
         return None
     delta, low, high = paired.delta, paired.low, paired.high
@@ -206,6 +218,12 @@ def probes_needed(paired: Paired, budget: float | None, higher_is_better: bool =
     gap = abs(delta + budget)
     if gap < 1e-9:
         return None
+    if paired.discordant is not None:
+        from statistics import NormalDist
+
+        psi = max(paired.discordant, budget)
+        factor = (_z() + NormalDist().inv_cdf(0.8)) ** 2
+        return math.ceil(factor * max(psi - delta ** 2, 1e-12) / gap ** 2 - 1e-9)
     side = high - delta if -budget > delta else delta - low
     return math.ceil(paired.n * (side / gap) ** 2 - 1e-9)
 

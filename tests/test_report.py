@@ -329,3 +329,12 @@ def test_on_this_repository_last_commit(tmp_path):
                           r"inconclusive|over-budget)\** ", text, flags=re.MULTILINE)
     assert verdicts
     assert list((tmp_path / "r_images").glob("*.png"))
+
+
+def test_chance_line_counts_the_expected_false_flags():
+    from stages.report import chance_line
+
+    assert chance_line(20) == ("20 verdicts, each at 95% and not adjusted for multiplicity: "
+                               "with no real change anywhere, about 1.0 of them would still "
+                               "read improved or regressed by chance alone.")
+    assert "about 1.5 of them" in chance_line(30)

@@ -182,16 +182,20 @@ def test_verdicts_read_the_ci_against_the_budget(low, high, budget, higher, expe
 
 
 def test_probes_needed_to_tell_the_delta_from_the_budget():
-    # delta -0.08, CI [-0.18838, -0.0029446]; budget 0.05: -0.05 lies above the delta, so the
-    # CI's upper side (0.077055) must shrink below the gap 0.03: 50 (0.077055 / 0.03)^2 = 329.9
-    r = paired_pass([True] * 50, [False] * 4 + [True] * 46)
+    # pass/fail: (z_0.975 + z_0.8)^2 = 7.849 times the variance of a probe's difference,
+    # psi - delta^2, over the squared gap between delta and -b
+    factor = 7.8489
+    r = paired_pass([True] * 50, [False] * 4 + [True] * 46)      # delta -0.08, psi 0.08
     assert verdict(r.low, r.high, 0.05) == "inconclusive"
-    assert probes_needed(r, 0.05) == math.ceil(50 * ((r.high + 0.08) / 0.03) ** 2) == 330
-    # 6 of 25 lost, budget 0.1: CI [-0.4343, -0.0748] holds -0.1; the upper side 0.1652
-    # against the gap 0.14: 25 (0.1652 / 0.14)^2 = 34.8
-    near = paired_pass_counts(6, 0, 25)
+    assert probes_needed(r, 0.05) == math.ceil(factor * (0.08 - 0.0064) / 0.03 ** 2) == 642
+    near = paired_pass_counts(6, 0, 25)                           # delta -0.24, psi 0.24
     assert verdict(near.low, near.high, 0.1) == "inconclusive"
-    assert probes_needed(near, 0.1) == 35
+    assert probes_needed(near, 0.1) == math.ceil(factor * (0.24 - 0.0576) / 0.14 ** 2) == 74
+    # nothing discordant: psi is floored at the budget, so the answer is not 0
+    same = paired_pass([True] * 25, [True] * 25)
+    assert (same.low, same.high) == pytest.approx((-0.1332, 0.1332), abs=1e-4)
+    assert verdict(same.low, same.high, 0.02) == "inconclusive"
+    assert probes_needed(same, 0.02) == math.ceil(factor * 0.02 / 0.02 ** 2) == 393
     # a loss that rose: negated, the delta is below -b, and the side towards -b is the one
     # from the delta to the loss CI's lower end
     w = paired_weighted([1.0, 3.0, 0.0], [3.0, 9.0, 5.0], [10, 30, 1], 500, 0)

@@ -105,9 +105,9 @@ def test_a_small_drop_on_few_probes_is_inconclusive_and_says_how_many_would_tell
     # b = 1: z = -1, p = erfc(1 / sqrt(2)) = 0.3173
     assert row["sft_verdict"] == "inconclusive"
     assert row["sft_p"] == pytest.approx(0.3173, abs=1e-4)
-    # n (s / gap)^2: s from the delta up to the CI's upper end, the gap |-0.1 + 0.05|
-    assert row["sft_probes_needed"] == math.ceil(
-        10 * ((row["sft_ci95_high"] - row["sft_delta"]) / 0.05) ** 2)
+    # the paired non-inferiority sample size: 7.849 (psi - delta^2) / (delta + b)^2 with
+    # psi = 1/10 discordant: 7.849 * (0.1 - 0.01) / 0.05^2 = 282.6
+    assert row["sft_probes_needed"] == math.ceil(7.8489 * (0.1 - 0.01) / 0.05 ** 2) == 283
     assert row["sft_mdd"] == 0.4                             # 4 / 10
 
 

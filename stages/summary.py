@@ -9,8 +9,9 @@ Run     dvc repro summary   (or: python -m stages.summary)
 
 For every suite metric: each variant's value and its delta against base. For each judged
 metric (the rows' `metric`), the probes are paired with base by id and judged the same way
-whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p, grades a paired
-t-interval, losses a token-weighted paired bootstrap (stages/stats.py); then a verdict
+whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p, grades the
+same score interval on fractional discordant pairs, losses a token-weighted paired BCa
+bootstrap (stages/stats.py); then a verdict
 against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
 
     {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05, "sft_n": 20,
@@ -66,8 +67,8 @@ def main(cfg: SummaryStage | None = None) -> dict:
 def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
     """What the fine-tune taught and what it cost, one row each. learned: eval.target's
     judged metric, as its suite's row has it; forgot: the forgetting score, the mean paired
-    change over the eval.retention suites that ran, each suite weighing the same, with a
-    stratified paired bootstrap CI (stages/forgetting.py)."""
+    change over the eval.retention suites that ran, each suite weighing the same, with the
+    bounded score interval of every graded suite (stages/forgetting.py)."""
     out = {}
     target = summary.get(cfg.eval.target, {})
     metric = next((m for m, row in target.items() if judged(row)), None)
@@ -79,8 +80,7 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
                                        f"{v}_ci_method")}}
     forgot: dict = {}
     for variant in VARIANTS[1:]:
-        forgot.update(retention(cfg.eval.retention, scores, variant,
-                                cfg.eval.bootstrap_resamples, cfg.seed))
+        forgot.update(retention(cfg.eval.retention, scores, variant))
     if forgot:
         out["forgot"] = forgot
     return out
@@ -163,11 +163,11 @@ def paired(base: list[dict], other: list[dict], cfg: SummaryStage) -> tuple[Pair
                                cfg.seed), False, "paired-bca-bootstrap"
     field = "score" if "score" in base[0] else "passed"
     values = [r[field] for r in base + other]
-    if all(isinstance(x, bool) for x in values):
-        return paired_pass([r[field] for r in base], [r[field] for r in other]), True, \
-            "tango-score"
+    if all(x in (0, 1) for x in values):  # bools, or grades that are all 0 or 1
+        return paired_pass([bool(r[field]) for r in base], [bool(r[field]) for r in other]), \
+            True, "tango-score"
     return paired_graded([float(r[field]) for r in base],
-                         [float(r[field]) for r in other]), True, "paired-t"
+                         [float(r[field]) for r in other]), True, "tango-score-bounded"
 
 
 def judge(variant: str, base: list[dict], other: list[dict], budget: float | None,

@@ -300,13 +300,12 @@ def test_shared_copies_give_the_published_counts_and_hashes(pipeline, tmp_path):
 def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored):
     from stages.forgetting import retention
 
-    cfg = scored["cfg"]
     outcomes = {}
     for name in lt.NAMES:
         sft = {r["id"]: r["passed"] for r in scored[name, "sft"]}
         outcomes[name] = {"base": [r["passed"] for r in scored[name, "base"]],
                           "sft": [sft[r["id"]] for r in scored[name, "base"]]}
-    row = retention(list(scored["retention"]), outcomes, "sft", 200, cfg.seed)
+    row = retention(list(scored["retention"]), outcomes, "sft")
     assert row["suites"] == ["hellaswag", "arc_challenge", "winogrande"]
     mean_delta = sum((sum(outcomes[s]["sft"]) - sum(outcomes[s]["base"])) / 10
                      for s in row["suites"]) / 3

@@ -54,6 +54,15 @@ BENCHMARKS = {
     "bigcodebench_canonical": "python benchmarks/bigcodebench_canonical.py --data "
                               "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl",
     "paired_coverage": "python benchmarks/paired_coverage.py",
+    # README.md's sweep table (benchmarks/figures.py renders it from this record).
+    "sweep": "python benchmarks/sweep.py sft.lora.r=8,16,32",
+}
+# Listed benchmarks with no committed record yet, and why: the page names them and their
+# command under "Not run yet"; tests/test_benchmarks.py fails once a record exists for one
+# that is still here, and for any other listed benchmark without a record.
+NOT_RUN = {
+    "sweep": "three full `dvc exp run`s of the default pipeline (the first also builds base "
+             "and curate), tens of minutes of CPU; not yet run on a machine free to spend them",
 }
 RECORD_KEYS = ("name", "title", "command", "machine", "date", "figures", "notes")
 FIGURE_KEYS = ("label", "value", "unit")
@@ -82,6 +91,10 @@ def main() -> int:
     failed = run(args.only or list(BENCHMARKS)) if args.run else []
     PAGE.write_text(render(load(RESULTS)), encoding="utf-8")
     print(f"wrote {PAGE.relative_to(REPO)}")
+    # README.md's figures come from the same records (and the committed metrics).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import figures
+    figures.main([])
     if failed:
         print(f"failed, their old records kept: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -127,13 +140,27 @@ def render(records: list[dict]) -> str:
                      "| | |\n|---|---|\n"
                      f"| command | `{rec['command']}` |\n"
                      f"| machine | {cell(machine_text(rec['machine']))} |\n"
-                     f"| date | {rec['date']} |\n\n"
+                     f"| date | {rec['date']} |\n"
+                     f"| commit | {cell(commit_text(rec))} |\n\n"
                      "| figure | value | unit |\n|---|---:|---|\n"
                      + "".join(f"| {cell(f['label'])} | {cell(number(f['value']))} | "
                                f"{cell(f['unit'])} |\n" for f in rec["figures"]))
         if rec["notes"]:
             parts.append(f"\n{rec['notes']}\n")
+    missing = [name for name in BENCHMARKS if name not in {r["name"] for r in records}]
+    if missing:
+        parts.append("\n## Not run yet\n\n| benchmark | command | why not |\n|---|---|---|\n"
+                     + "".join(f"| {name} | `{BENCHMARKS[name]}` | "
+                               f"{cell(NOT_RUN.get(name, 'no record'))} |\n" for name in missing))
     return "".join(parts)
+
+
+def commit_text(rec: dict) -> str:
+    """The commit the record measured, and the files that differed from it then."""
+    if not rec.get("commit"):
+        return "not recorded (written before records carried a commit, or outside git)"
+    dirty = rec.get("dirty") or []
+    return rec["commit"][:10] + (f"; uncommitted changes to {', '.join(dirty)}" if dirty else "")
 
 
 def provenance(records: list[dict]) -> str:

@@ -283,9 +283,9 @@ def learned_forgot(repo: Path) -> Figures:
                          f"{signed(forgot[f'{v}_delta'])} [{num(forgot[f'{v}_ci95_low'])}, "
                          f"{num(forgot[f'{v}_ci95_high'])}]")
         if parts:
-            lines.append(f'{v}: "{"; ".join(parts)}"')
-    text = ("the committed run reads " + (", ".join(lines) or "no target or retention suite")
-            + f" ({measured(commit, date)})")
+            lines.append(f'{v} "{"; ".join(parts)}"')
+    text = (f"the committed run, {measured(commit, date)}: "
+            + (", ".join(lines) or "no target or retention suite ran"))
     return Figures(text, commit, lock_deps(repo, commit), rerun=METRICS_RERUN)
 
 
@@ -328,9 +328,9 @@ def sweep_text(rec: dict) -> str:
             cells = [" ".join(x for x in (num(c["value"]) if c["value"] is not None
                                           else "missing", c["verdict"] or "") if x)
                      for c in (row["cells"][m] for m in table["metrics"])]
-        lines.append("| " + " | ".join([row["experiment"], render.cell(json.dumps(
-            row["value"]) if not isinstance(row["value"], str) else row["value"]), *cells])
-            + " |")
+        value = ("–" if row["value"] is None else row["value"] if isinstance(row["value"], str)
+                 else json.dumps(row["value"]))
+        lines.append("| " + " | ".join([row["experiment"], render.cell(value), *cells]) + " |")
     machine = rec["machine"]
     return ("\n".join(lines) + f"\n\n`{rec['command']}`, {measured(rec['commit'], rec['date'])} "
             f"on {machine['cpu']}, {machine['cores']} cores. {rec['notes']}")

@@ -55,8 +55,9 @@ def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
     assert set(render.RECORD_KEYS) <= set(rec)
     # This checkout's HEAD and what differs from it, as git says.
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True, check=True).stdout.strip()
-    assert rec["commit"] == head and isinstance(rec["dirty"], list)
+                          text=True)
+    assert rec["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert isinstance(rec["dirty"], list)
     # As typed from the repo root, quoted where the shell needs it.
     assert rec["command"] == "python benchmarks/curate_bench.py --rows '100 000'"
     assert rec["figures"] == [{"label": "dedup", "value": 23.5, "unit": "s"}]

@@ -201,3 +201,50 @@ def test_a_metric_the_summary_lacks_reads_missing_and_two_baselines_are_refused(
                                                                   "verdict": None}}
     with pytest.raises(ValueError, match="found 2"):
         sweep.sweep_table(EXP_SHOW + [EXP_SHOW[1]], "sft.lora.r", ["code.pass@1"], "sft")
+
+
+# ---- the metrics regions, on a committed run made here ----------------------------------------
+
+def write_run(root, base_s: float) -> None:
+    files = {
+        "params.yaml": "paths:\n  metrics: m\n",
+        "dvc.lock": ("schema: '2.0'\nstages:\n  base:\n    cmd: python -m stages.base\n"
+                     "    deps:\n    - path: code/base.py\n      md5: a\n"
+                     "    - path: models/base\n      md5: b\n"),
+        "code/base.py": "x = 1\n",
+        "m/base.json": json.dumps({"base": {"train_s": base_s}}),
+        "m/sft/main.json": json.dumps({"sft": {"main": {"train_s": 20.5}}}),
+        "m/dpo.json": json.dumps({"dpo": {"train_s": 3.0}}),
+        "m/cost/base/code.json": json.dumps({"code": {"wall_s": 1.25}}),
+        "m/cost/sft/code.json": json.dumps({"code": {"wall_s": 2.5}}),
+        "m/summary.json": json.dumps({"learned_forgot": {
+            "learned": {"suite": "identity", "metric": "consistency", "sft": 1.0,
+                        "sft_delta": 0.5, "sft_ci95_low": 0.25, "sft_ci95_high": 0.75},
+            "forgot": {"suites": ["knowledge"], "sft": 0.9, "sft_delta": -0.1,
+                       "sft_ci95_low": -0.2, "sft_ci95_high": 0.0}}}),
+    }
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
+def test_metrics_regions_quote_the_run_dvc_lock_pins_at_its_commit(repo):
+    write_run(repo, 100.0)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "run")
+    sha, date = git(repo, "log", "-1", "--format=%H %cI").split()
+    commit(repo, "notes.md", "later", "a later commit that leaves dvc.lock alone")
+    write_run(repo, 999.0)  # metrics rewritten but not committed: not quoted
+    fig = figures.pipeline(repo)
+    assert fig.text.startswith(
+        f"The committed run's stages recorded, as `dvc.lock` pins it (measured at "
+        f"`{sha[:10]}`, {date[:10]}): base trained for 100.0 s, sft for 20.5 s (main), dpo "
+        "for 3.0 s, and the 2 evals took 3.8 s of generation and judging in all.")
+    # what it measures: dvc.lock's deps that git tracks (models/base is DVC's)
+    assert fig.commit == sha and fig.measures == ("code/base.py",)
+    assert figures.learned_forgot(repo).text == (
+        f"the committed run, measured at `{sha[:10]}`, {date[:10]}: sft \"learned identity "
+        "consistency +0.5 [0.25, 0.75]; retention (knowledge) -0.1 [-0.2, 0]\"")
+    assert figures.staleness(repo, fig) is None
+    commit(repo, "code/base.py", "x = 2\n", "change base")
+    assert "changed code/base.py after it" in figures.staleness(repo, fig)

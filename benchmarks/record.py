@@ -6,8 +6,12 @@ Each benchmark script ends with
 
 which writes benchmarks/results/curate_bench.json (or the path given):
 
-    {"name", "title", "command", "machine", "date", "figures": [{"label", "value", "unit"}],
-     "notes"}
+    {"name", "title", "command", "machine", "date", "commit", "dirty",
+     "figures": [{"label", "value", "unit"}], "notes"}
+
+`commit` is HEAD when it ran and `dirty` the tracked files that differed from HEAD then:
+a figure measured on uncommitted code cannot be traced to a commit, and
+benchmarks/figures.py refuses to quote it in README.md.
 
 `python benchmarks/render.py` turns every record into BENCHMARKS.md. Importing this module
 puts the repo root first on sys.path, so that a benchmark measures this checkout's `stages`
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,11 +87,31 @@ def machine() -> dict:
     }
 
 
+def git_state(repo: Path = REPO) -> tuple[str | None, list[str]]:
+    """(HEAD's sha, the tracked files whose content differs from HEAD); (None, []) outside a
+    git checkout."""
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return None, []
+    status = git("status", "--porcelain", "--untracked-files=no") or ""
+    return head.strip(), sorted(line[3:].split(" -> ")[-1] for line in status.splitlines())
+
+
 def write(name: str, title: str, figures: list[dict], notes: str = "",
-          path: Path | None = None) -> Path:
+          path: Path | None = None, extra: dict | None = None,
+          state: tuple[str | None, list[str]] | None = None) -> Path:
+    """`extra`: more keys for a renderer that needs structure (the sweep's table); `state`:
+    (commit, dirty) when the benchmark measured another checkout than this one (a clean
+    clone of HEAD: (HEAD, []))."""
+    commit, dirty = state or git_state()
     record = {"name": name, "title": title, "command": command(), "machine": machine(),
               "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "figures": figures, "notes": notes}
+              "commit": commit, "dirty": dirty, "figures": figures, "notes": notes,
+              **(extra or {})}
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

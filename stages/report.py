@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 from stages.compose import flatten
 from stages.config import run_stage
 from stages.io import DataError, atomic_write_text, parse_jsonl
+from stages.stats import verdict
 
 # worst first; every other verdict sorts after them. inconclusive: the probes cannot tell
 # whether the drop is within budget, which a reviewer must know before merging.
@@ -50,6 +51,9 @@ FLAGGED = ("over-budget", "inconclusive", "regressed")
 COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
 FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
 LEARNED_FORGOT = "learned_forgot"  # summary.json's entry that is not a suite (stages.summary)
+# How far apart the learning-forgetting plot draws variants, as a share of each axis's
+# span: 3% moves an error bar and its caps off its neighbour and barely moves the point.
+DODGE = 0.03
 EVAL_COST = re.compile(r"cost/(?P<variant>[^/]+)/(?P<suite>[^/]+)\.json")
 # dvclive's layout under the metrics dir: <stage>/plots/metrics/<name>.tsv, where the stage
 # part may be nested (sft/<phase>) and the name has folders (train/loss).
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
     images = args.images or args.out.with_name(f"{args.out.stem}_images")
     plots = draw_plots(old["plots"], new["plots"], images, (f"base: {base.name}",
                                                             f"head: {head.name}"))
-    trade_off = draw_learned_forgot(new["summary"].get(LEARNED_FORGOT, {}), images)
+    trade_off = draw_learned_forgot(new["summary"], new["params"], images)
 
     text = "\n\n".join([
         header(base, head, uncommitted(head, new["metrics"])),
@@ -285,34 +289,90 @@ def learned_forgot_section(entry: dict, plot: Path | None, out_dir: Path) -> str
             + image)
 
 
-def draw_learned_forgot(entry: dict, images: Path) -> Path | None:
-    """Each variant as a point (learned delta, retention delta) with its CIs as error bars;
-    the base model is the origin."""
-    learned, forgot = entry.get("learned"), entry.get("forgot")
-    if not learned or not forgot:
+def draw_learned_forgot(summary: dict, params: dict, images: Path) -> Path | None:
+    """learned_forgot_figure(...) as images/learned-vs-retention.png; None when summary has
+    no target or no retention suite."""
+    fig = learned_forgot_figure(summary, params)
+    if fig is None:
         return None
     images.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5, 4))
-    ax = fig.subplots()
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.plot([0], [0], "ks")
-    ax.annotate("base", (0, 0), textcoords="offset points", xytext=(5, 5))
-    for v in ("sft", "dpo"):
-        if v in learned and v in forgot:
-            x, y = learned[f"{v}_delta"], forgot[f"{v}_delta"]
-            ax.errorbar([x], [y], fmt="o", capsize=3,
-                        xerr=[[x - learned[f"{v}_ci95_low"]], [learned[f"{v}_ci95_high"] - x]],
-                        yerr=[[y - forgot[f"{v}_ci95_low"]], [forgot[f"{v}_ci95_high"] - y]])
-            ax.annotate(v, (x, y), textcoords="offset points", xytext=(5, 5))
-    ax.set(xlabel=f"learned: {learned['suite']} {learned['metric']} delta",
-           ylabel="retention delta (" + ", ".join(forgot["suites"]) + ")")
-    fig.tight_layout()
     path = images / "learned-vs-retention.png"
     tmp = path.with_name(f".{path.name}.tmp")
     FigureCanvasAgg(fig).print_png(tmp)
     os.replace(tmp, path)
     return path
+
+
+def learned_forgot_figure(summary: dict, params: dict) -> Figure | None:
+    """Each variant as a point (learned delta, retention delta) with both 95% CIs as error
+    bars, base at the origin; the retention budget as a shaded band from -budget to 0; the
+    retention suites that ran on the y axis (those configured but not run under it); a
+    legend with each variant's verdicts. Variants are drawn a little apart (a fixed share
+    of each axis's span, said under the plot) so that no interval hides another: sft and
+    dpo often land on the same point."""
+    entry = summary.get(LEARNED_FORGOT, {})
+    learned, forgot = entry.get("learned"), entry.get("forgot")
+    if not learned or not forgot:
+        return None
+    variants = [v for v in ("sft", "dpo") if v in learned and v in forgot]
+    evals = params.get("eval", {})
+    budget = retention_budget(evals.get("budget") or {}, forgot["suites"])
+    target_row = summary.get(learned["suite"], {}).get(learned["metric"], {})
+
+    xs = [0.0] + [learned[f"{v}_ci95_{e}"] for v in variants for e in ("low", "high")]
+    ys = [0.0, -(budget or 0.0)] + [forgot[f"{v}_ci95_{e}"] for v in variants
+                                    for e in ("low", "high")]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    dx, dy = DODGE * span_x, DODGE * span_y
+
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    if budget is not None:
+        ax.axhspan(-budget, 0, color="tab:green", alpha=0.15, lw=0,
+                   label=f"retention budget: a drop of at most {num(budget)}")
+    ax.plot([0], [0], "ks", label="base (the origin)")
+    for i, v in enumerate(variants):
+        shift = i - (len(variants) - 1) / 2
+        x, y = learned[f"{v}_delta"], forgot[f"{v}_delta"]
+        learned_word = target_row.get(f"{v}_verdict", "no verdict")
+        retention_word = forgot.get(f"{v}_verdict") or (
+            verdict(forgot[f"{v}_ci95_low"], forgot[f"{v}_ci95_high"], budget))
+        # A percentile bootstrap CI may, rarely, miss its own point estimate by a rounding:
+        # an error bar cannot be negative, so that side is drawn as 0.
+        ax.errorbar([x + shift * dx], [y + shift * dy], fmt="o", capsize=3,
+                    xerr=[[max(0.0, x - learned[f"{v}_ci95_low"])],
+                          [max(0.0, learned[f"{v}_ci95_high"] - x)]],
+                    yerr=[[max(0.0, y - forgot[f"{v}_ci95_low"])],
+                          [max(0.0, forgot[f"{v}_ci95_high"] - y)]],
+                    label=f"{v}: learned {learned_word}, retention {retention_word}")
+    ax.set(xlabel=f"learned: {learned['suite']} {learned['metric']} delta (95% CI)",
+           ylabel="retention delta (95% CI), mean of:\n" + ", ".join(forgot["suites"]))
+    notes = []
+    if len(variants) > 1:
+        notes.append(f"variants drawn {num(round(dx, 4))} apart on x and {num(round(dy, 4))} "
+                     "on y so that no interval hides another")
+    not_run = [s for s in evals.get("retention") or [] if s not in forgot["suites"]]
+    if not_run:
+        notes.append("retention suites not run: " + ", ".join(not_run))
+    if budget is None:
+        notes.append("no band: eval.budget lacks a retention suite")
+    if notes:
+        ax.set_title("\n".join(notes), fontsize="x-small", loc="left")
+    # Below the axes, so that the legend never covers a point or an interval.
+    fig.legend(loc="outside lower center", fontsize="small")
+    return fig
+
+
+def retention_budget(budgets: dict, suites: list[str]) -> float | None:
+    """The largest drop of the forgetting score that stays within budget: the mean of the
+    retention suites' eval.budget. The score is the equal-weight mean of the suites' deltas,
+    so suites each dropping by at most their budget drop it by at most the mean budget.
+    None when a suite that ran has no budget (then no band is drawn)."""
+    if not suites or any(budgets.get(s) is None for s in suites):
+        return None
+    return sum(budgets[s] for s in suites) / len(suites)
 
 
 def judged_variants(row: dict) -> list[str]:

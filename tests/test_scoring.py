@@ -262,3 +262,14 @@ def test_knowledge_fails_a_reply_that_negates_the_answer(reply, answer):
 ])
 def test_knowledge_passes_incidental_negation_and_denied_candidates(reply, answer):
     assert answer_ok(reply, answer, "", KNOWN)[0]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("one hundred and forty-four", "144"), ("twenty-one", "21"), ("it is one", "it is 1"),
+    ("一百四十四", "144"), ("十二", "12"), ("三点五", "3.5"), ("一万", "10000"),
+    ("一个", "一个"), ("唯一", "唯一"), ("二四", "二四"),   # words and digit-by-digit runs stay
+])
+def test_numerals_are_read_by_text2num_and_cn2an(text, expected):
+    from stages.suites.knowledge import normalise
+
+    assert normalise(text) == expected

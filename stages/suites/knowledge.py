@@ -88,60 +88,31 @@ def normalise(text: str) -> str:
     return zh_numerals(en_numerals(text))
 
 
-EN_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-EN_TENS = {w: 10 * i for i, w in enumerate(
-    "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
-EN_NUMBER = re.compile(r"\b(?:(?:a|one|two|three|four|five|six|seven|eight|nine) hundred"
-                       r"(?: and)?[ -]?)?(?:(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|"
-                       r"ninety)(?:[ -](?:one|two|three|four|five|six|seven|eight|nine))?|"
-                       r"zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
-                       r"thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)?\b")
-
-
 def en_numerals(text: str) -> str:
-    """English number words below 1000 as digits: "one hundred and forty-four" -> 144."""
-    def value(match: re.Match) -> str:
-        words = match.group(0).replace("-", " ").split()
-        if not words:
-            return match.group(0)
-        total, current = 0, 0
-        for w in words:
-            if w == "hundred":
-                total += max(current, 1) * 100
-                current = 0
-            elif w in EN_TENS:
-                current += EN_TENS[w]
-            elif w in EN_UNITS:
-                current += EN_UNITS[w]
-            elif w == "a":
-                current = 1
-        return str(total + current)
-    return EN_NUMBER.sub(lambda m: value(m) if m.group(0).strip() else m.group(0), text)
+    """English number words as digits, through text2num's alpha2digit (threshold 0: "one"
+    too, as a reply's "one" may be the answer): "one hundred and forty-four" -> 144."""
+    from text_to_num import alpha2digit
+
+    return alpha2digit(text, "en", threshold=0)
 
 
-ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
-             "七": 7, "八": 8, "九": 9}
-ZH_UNITS = {"十": 10, "百": 100, "千": 1000}
-ZH_NUMBER = re.compile("[零〇一二两三四五六七八九十百千]+")
+ZH_NUMBER = re.compile("[零〇一二两三四五六七八九十百千万点]+")
 
 
 def zh_numerals(text: str) -> str:
-    """Chinese numerals below 10000 as digits: 八 -> 8, 十二 -> 12, 一百四十四 -> 144. A
-    single 一 inside a word (一个, 唯一) is left alone: only runs that are numbers change."""
+    """Chinese numerals as digits, through cn2an's strict reader: 八 -> 8, 十二 -> 12,
+    一百四十四 -> 144. Only whole runs that read as one number change: a single 一 or 两
+    inside a word (一个, 唯一) stays, and so do digits read one by one (二四), which strict
+    cn2an refuses."""
+    import cn2an
+
     def value(match: re.Match) -> str:
         run = match.group(0)
-        if run == "一" or (len(run) == 1 and run in "两"):
+        if run in ("一", "两"):
             return run
-        total, digit = 0, None
-        for ch in run:
-            if ch in ZH_DIGITS:
-                if digit is not None:  # 二四: digits read one by one are not a number here
-                    return run
-                digit = ZH_DIGITS[ch]
-            else:
-                total += (digit if digit is not None else 1) * ZH_UNITS[ch]
-                digit = None
-        return str(total + (digit or 0))
+        try:
+            number = cn2an.cn2an(run, "strict")
+        except ValueError:
+            return run
+        return str(int(number) if float(number).is_integer() else number)
     return ZH_NUMBER.sub(value, text)

@@ -28,6 +28,8 @@ PARAMS_FILE = Path("params.yaml")
 # so that editing a file there reruns those stages; a local file elsewhere is refused.
 EXTERNAL_DIR = "data/external"
 BENCHMARKS_DIR = "data/benchmarks"
+# blind A/B judgments (stages/review.py writes them, summary reads them); git-tracked
+REVIEWS_DIR = "data/reviews"
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -693,6 +695,9 @@ class SummaryStage(Stage):
     seed: int
     eval: EvalReport
     paths: PathsConfig
+
+    def input_dirs(self) -> list[str]:
+        return [REVIEWS_DIR]
 
 
 def benchmark_files(benchmarks: BenchmarksConfig) -> dict[str, str]:

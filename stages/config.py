@@ -434,15 +434,17 @@ class SftConfig(Strict):
 
 # Objectives through TRL: DPOTrainer's losses (reference: the frozen SFT policy), CPOTrainer's
 # and ORPOTrainer's (reference-free), KTOTrainer's (unpaired desirable/undesirable replies).
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "sigmoid_sft")
 CPO_LOSSES = ("cpo", "simpo")
-PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "cpo", "simpo", "orpo", "kto"]
+PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_sft", "cpo", "simpo",
+                         "orpo", "kto"]
 # Which objective each optional knob belongs to; it must be null for every other objective,
 # so a knob that would do nothing is an error instead of a silent no-op.
 LOSS_KNOBS = {
     "label_smoothing": ("sigmoid", "robust"),
     "cpo_alpha": CPO_LOSSES,
     "simpo_gamma": ("simpo",),
+    "sft_weight": ("sigmoid_sft",),
     "desirable_weight": ("kto",),
     "undesirable_weight": ("kto",),
 }
@@ -452,7 +454,8 @@ class DpoConfig(Strict):
     """The preference stage (conf/dpo/: one option per objective, -S dpo=<option>)."""
 
     loss_type: PreferenceLoss
-    """sigmoid (DPO), ipo, hinge, robust: TRL's DPOTrainer against the SFT policy; cpo, simpo:
+    """sigmoid (DPO), ipo, hinge, robust: TRL's DPOTrainer against the SFT policy; sigmoid_sft:
+    DPOTrainer's sigmoid loss plus sft_weight times the NLL of the chosen reply; cpo, simpo:
     CPOTrainer; orpo: ORPOTrainer (both reference-free, with an NLL term on the chosen reply);
     kto: KTOTrainer on unpaired rows (a pair gives one desirable and one undesirable row)."""
     beta: PosFloat
@@ -465,6 +468,9 @@ class DpoConfig(Strict):
     """cpo, simpo: weight of the NLL loss on the chosen reply (simpo with 0: pure SimPO)."""
     simpo_gamma: Annotated[float, Field(ge=0)] | None = None
     """simpo: the target reward margin."""
+    sft_weight: PosFloat | None = None
+    """sigmoid_sft: weight of the SFT loss (mean NLL per token of the chosen reply) added to the
+    sigmoid loss; 1.0 mixes them 1:1."""
     desirable_weight: PosFloat | None = None
     undesirable_weight: PosFloat | None = None
     """kto: loss weights of desirable and undesirable rows, to balance an uneven file."""

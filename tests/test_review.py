@@ -337,7 +337,6 @@ def test_report_shows_the_review_next_to_the_automatic_verdict():
 ])
 def test_summary_must_depend_on_the_reviews_and_their_reader(tmp_path, dep, expected):
     from conftest import repo_params
-
     from stages import compose
 
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())

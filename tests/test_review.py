@@ -345,3 +345,35 @@ def test_summary_must_depend_on_the_reviews_and_their_reader(tmp_path, dep, expe
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     problems = compose.dvc_yaml_problems(repo_params(), tmp_path / "dvc.yaml", REPO)
     assert any(expected in p for p in problems), problems
+
+
+def test_a_choice_is_recorded_once_and_an_unknown_probe_is_named(tmp_path):
+    from stages.config import PathsConfig
+    from stages.review import open_review
+
+    write_code_suite(tmp_path, {v: [True] * 4 for v in ("base", "sft", "dpo")})
+    paths = PathsConfig(sources="s", models="m", curated="c", metrics=str(tmp_path), checkpoints="k")
+    review = open_review(paths, tmp_path / "reviews", "code", "base", "sft", 4, 0, "ann")
+    pid = review.current()["id"]
+    review.choose(pid, "left")
+    review.choose(pid, "right")                 # a double click: the first choice stands
+    rows = read_judgments(review.path, "base", "sft", {f"p{i}" for i in range(4)})
+    assert len(rows) == 1 and rows[0]["winner"] == ("a" if review.items[0]["a_left"] else "b")
+    with pytest.raises(DataError, match="unknown probe id 'p9'"):
+        review.choose("p9", "left")
+    with pytest.raises(DataError, match="choice 'up' is not left, right or tie"):
+        review.choose(review.current()["id"], "up")
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    """Two processes append 300 long lines each to one file: every line parses whole."""
+    path = tmp_path / "code-base-vs-sft.jsonl"
+    code = ("import sys; from pathlib import Path; from stages.review import append_line\n"
+            "for i in range(300):\n"
+            "    append_line(Path(sys.argv[1]), {'who': sys.argv[2], 'i': i, 'pad': 'x' * 3000})")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), who], cwd=REPO)
+             for who in ("ann", "bob")]
+    assert [p.wait() for p in procs] == [0, 0]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["who"], r["i"]) for r in rows) == sorted(
+        (who, i) for who in ("ann", "bob") for i in range(300))

@@ -28,6 +28,8 @@ PARAMS_FILE = Path("params.yaml")
 # so that editing a file there reruns those stages; a local file elsewhere is refused.
 EXTERNAL_DIR = "data/external"
 BENCHMARKS_DIR = "data/benchmarks"
+# blind A/B judgments (stages/review.py writes them, summary reads them); git-tracked
+REVIEWS_DIR = "data/reviews"
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -432,15 +434,17 @@ class SftConfig(Strict):
 
 # Objectives through TRL: DPOTrainer's losses (reference: the frozen SFT policy), CPOTrainer's
 # and ORPOTrainer's (reference-free), KTOTrainer's (unpaired desirable/undesirable replies).
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "sigmoid_sft")
 CPO_LOSSES = ("cpo", "simpo")
-PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "cpo", "simpo", "orpo", "kto"]
+PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_sft", "cpo", "simpo",
+                         "orpo", "kto"]
 # Which objective each optional knob belongs to; it must be null for every other objective,
 # so a knob that would do nothing is an error instead of a silent no-op.
 LOSS_KNOBS = {
     "label_smoothing": ("sigmoid", "robust"),
     "cpo_alpha": CPO_LOSSES,
     "simpo_gamma": ("simpo",),
+    "sft_weight": ("sigmoid_sft",),
     "desirable_weight": ("kto",),
     "undesirable_weight": ("kto",),
 }
@@ -450,7 +454,8 @@ class DpoConfig(Strict):
     """The preference stage (conf/dpo/: one option per objective, -S dpo=<option>)."""
 
     loss_type: PreferenceLoss
-    """sigmoid (DPO), ipo, hinge, robust: TRL's DPOTrainer against the SFT policy; cpo, simpo:
+    """sigmoid (DPO), ipo, hinge, robust: TRL's DPOTrainer against the SFT policy; sigmoid_sft:
+    DPOTrainer's sigmoid loss plus sft_weight times the NLL of the chosen reply; cpo, simpo:
     CPOTrainer; orpo: ORPOTrainer (both reference-free, with an NLL term on the chosen reply);
     kto: KTOTrainer on unpaired rows (a pair gives one desirable and one undesirable row)."""
     beta: PosFloat
@@ -463,6 +468,9 @@ class DpoConfig(Strict):
     """cpo, simpo: weight of the NLL loss on the chosen reply (simpo with 0: pure SimPO)."""
     simpo_gamma: Annotated[float, Field(ge=0)] | None = None
     """simpo: the target reward margin."""
+    sft_weight: PosFloat | None = None
+    """sigmoid_sft: weight of the SFT loss (mean NLL per token of the chosen reply) added to the
+    sigmoid loss; 1.0 mixes them 1:1."""
     desirable_weight: PosFloat | None = None
     undesirable_weight: PosFloat | None = None
     """kto: loss weights of desirable and undesirable rows, to balance an uneven file."""
@@ -693,6 +701,9 @@ class SummaryStage(Stage):
     seed: int
     eval: EvalReport
     paths: PathsConfig
+
+    def input_dirs(self) -> list[str]:
+        return [REVIEWS_DIR]
 
 
 def benchmark_files(benchmarks: BenchmarksConfig) -> dict[str, str]:

@@ -7,7 +7,10 @@ Writes  models/dpo/ (LoRA adapter + provenance.json), metrics/dpo.json (final re
         memory), metrics/dpo/plots/ (loss, rewards, margins and accuracy per global step)
 Run     dvc repro dpo   (or: python -m stages.dpo);  dvc exp run -S dpo=simpo  (conf/dpo/)
 
-Objectives: sigmoid (DPO), ipo, hinge, robust with TRL's DPOTrainer; cpo and simpo with
+Objectives: sigmoid (DPO), ipo, hinge, robust with TRL's DPOTrainer; sigmoid_sft, DPO plus
+the SFT loss on the chosen replies, with DPOTrainer's multi-loss (loss_type [sigmoid, sft],
+loss_weights [1, dpo.sft_weight]; TRL 1.x has no rpo_alpha), its two terms measured apart on
+the final adapter (metrics final_sigmoid_loss, final_sft_loss); cpo and simpo with
 CPOTrainer, orpo with ORPOTrainer (reference-free; trl.experimental in trl 1.x); kto with
 KTOTrainer on unpaired rows: prefs.jsonl holds pairs (prompt, chosen, rejected) and labelled
 rows (prompt, completion, label) from KTO files; for KTO a pair gives one desirable and one
@@ -110,6 +113,8 @@ def main(cfg: DpoStage | None = None) -> dict:
         **throughput(meter.figures()),
         **peak_memory(),
     }
+    if cfg.dpo.loss_type == "sigmoid_sft":
+        metrics.update(loss_terms(trainer, cfg.dpo.sft_weight))
     with atomic_dir(cfg.paths.model_dir("dpo")) as out:
         # Only the trained adapter: TRL's frozen "ref" copy is the SFT adapter we started from.
         trainer.model.save_pretrained(out, selected_adapters=["default"])
@@ -120,6 +125,26 @@ def main(cfg: DpoStage | None = None) -> dict:
     remove_checkpoints(checkpoints)
     print(f"dpo adapter in {cfg.paths.model_dir('dpo')}: {metrics}")
     return metrics
+
+
+def loss_terms(trainer, sft_weight: float) -> dict:
+    """sigmoid_sft's two terms on the trained adapter over the training pairs (eval mode: no
+    dropout), and the weighted sum they make. TRL logs only that sum per step; DPOTrainer
+    reads its loss_types and loss_weights on every batch, so evaluating with one term at a
+    time measures each: 2 forward passes of the policy and the reference over the pairs."""
+    saved = trainer.loss_types, trainer.loss_weights
+    terms = {}
+    try:
+        for name in ("sigmoid", "sft"):
+            trainer.loss_types, trainer.loss_weights = [name], [1.0]
+            logs = trainer.evaluate(trainer.train_dataset, metric_key_prefix=f"term_{name}")
+            terms[name] = logs[f"term_{name}_loss"]
+    finally:
+        trainer.loss_types, trainer.loss_weights = saved
+    return {"final_sigmoid_loss": round(terms["sigmoid"], 4),
+            "final_sft_loss": round(terms["sft"], 4),
+            "final_weighted_loss": round(terms["sigmoid"] + sft_weight * terms["sft"], 4),
+            "sft_weight": sft_weight}
 
 
 def fingerprint(cfg: DpoStage, data_file: Path, processes: int) -> dict:
@@ -217,6 +242,11 @@ def training_args(dpo: DpoConfig, seed: int, precision: dict[str, bool], output_
     if dpo.loss_type in DPO_LOSSES:
         from trl import DPOConfig
 
+        if dpo.loss_type == "sigmoid_sft":
+            # TRL's multi-loss over rpo_alpha: rpo_alpha is gone from DPOConfig in trl 1.x, and
+            # loss_weights puts the weight in the config as a plain number
+            return DPOConfig(**common, loss_type=["sigmoid", "sft"],
+                             loss_weights=[1.0, dpo.sft_weight])
         return DPOConfig(**common, loss_type=[dpo.loss_type],
                          label_smoothing=dpo.label_smoothing or 0.0)
     if dpo.loss_type in CPO_LOSSES:

@@ -51,6 +51,7 @@ FLAGGED = ("over-budget", "inconclusive", "regressed")
 COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
 FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
 LEARNED_FORGOT = "learned_forgot"  # summary.json's entry that is not a suite (stages.summary)
+REVIEW = "review"  # summary.json's blind A/B results (stages.reviews), not a suite either
 # How far apart the learning-forgetting plot draws variants, as a share of each axis's
 # span: 3% moves an error bar and its caps off its neighbour and barely moves the point.
 DODGE = 0.03
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
     text = "\n\n".join([
         header(base, head, uncommitted(head, new["metrics"])),
         capability_section(old["summary"], new["summary"], base),
+        review_section(new["summary"]),
         learned_forgot_section(new["summary"].get(LEARNED_FORGOT, {}), trade_off, args.out.parent),
         replies_section(head, new),
         cost_section(old["cost"], new["cost"]),
@@ -229,7 +231,8 @@ def header(base: Revision, head: Revision, dirty: list[str]) -> str:
 
 
 def capability_section(old: dict, new: dict, base: Revision) -> str:
-    old, new = ({k: v for k, v in s.items() if k != LEARNED_FORGOT} for s in (old, new))
+    old, new = ({k: v for k, v in s.items() if k not in (LEARNED_FORGOT, REVIEW)}
+                for s in (old, new))
     judged = judged_rows(old, new)
     # suite metric, variant: verdict, Δ [CI]
     flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[8]}, Δ {c[5]} on {c[6]} probes" for v, c in judged
@@ -252,6 +255,35 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
                "verdict", "since base"], [cells for _, cells in judged]),
         "### Other metrics (no verdict): value (Δ vs base model)",
         other_table(other)])
+
+
+def review_section(summary: dict) -> str:
+    """The blind A/B reviews beside the automatic verdict on the same suite (the judged
+    metric's verdict of b against base, where a is base)."""
+    rows = []
+    for suite, pairs in summary.get(REVIEW, {}).items():
+        judged = {m: r for m, r in summary.get(suite, {}).items() if judged_variants(r)}
+        for pair, r in pairs.items():
+            a, b = pair.split("_vs_")
+            metric, auto = next(iter(judged.items()), (None, {}))
+            verdict = (f"{metric}: {auto[f'{b}_verdict']}, Δ {signed(auto[f'{b}_delta'])}"
+                       if a == "base" and f"{b}_verdict" in auto else "–")
+            rate = ("–" if r.get("b_win_rate") is None else
+                    f"{num(r['b_win_rate'])} [{num(r['b_win_rate_ci95_low'])}, "
+                    f"{num(r['b_win_rate_ci95_high'])}]")
+            kappa = ("undefined" if r["kappa"] is None else
+                     f"{num(r['kappa'])} [{num(r['kappa_ci95_low'])}, {num(r['kappa_ci95_high'])}]")
+            rows.append([f"`{suite}`", f"{b} vs {a}", str(r["n"]), str(r["ties"]), rate,
+                         pvalue(r.get("sign_p")), f"{kappa} on {r['kappa_n']}", verdict])
+    if not rows:
+        return "## Blind review\n\nNo review files in data/reviews/ (python -m stages.review)."
+    return "\n\n".join([
+        "## Blind review",
+        "Win rate: b's wins over a among the items not tied, with its Clopper-Pearson 95% CI; "
+        "p: two-sided sign test; κ: Cohen's kappa of the reviewers' a/b/tie with the automatic "
+        "judge's on the same probes (paired BCa bootstrap 95% CI).",
+        table(["suite", "pair", "n", "ties", "win rate of b [95% CI]", "p", "κ [95% CI]",
+               "automatic verdict"], rows)])
 
 
 def chance_line(verdicts: int) -> str:

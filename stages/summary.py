@@ -1,7 +1,8 @@
 """summary: every variant against base, metric by metric and probe by probe.
 
 Reads   params seed, eval.suites, eval.budget, eval.bootstrap_resamples, paths;
-        metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl
+        metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl;
+        data/reviews/<suite>-<a>-vs-<b>.jsonl (blind A/B judgments, stages/review.py; may be none)
 Writes  metrics/summary.json (capability only: no timings), metrics/capability/<variant>.json
         (each judged score of one variant, for `dvc plots show` / `dvc plots diff` as
         horizontal bars)
@@ -13,6 +14,9 @@ whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p,
 same score interval on fractional discordant pairs, losses a token-weighted paired BCa
 bootstrap (stages/stats.py); then a verdict
 against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
+Each review file gives summary["review"][suite]["<a>_vs_<b>"]: b's win rate over a among
+non-ties with its Clopper-Pearson CI, the sign-test p, and Cohen's kappa against the suite's
+automatic judge (stages/reviews.py).
 
     {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05, "sft_n": 20,
                          "sft_ci95_low": -0.15, "sft_ci95_high": 0.0,
@@ -27,22 +31,25 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from stages.config import SummaryStage, Variant, load, run_stage
+from stages.config import Suite, SummaryStage, Variant, load, run_stage
 from stages.forgetting import retention
 from stages.io import DataError, MissingInput, read_jsonl, write_json
+from stages.reviews import REVIEWS_DIR, review_summary
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
-LEARNED_FORGOT = "learned_forgot"  # the one entry of summary.json that is not a suite
+LEARNED_FORGOT = "learned_forgot"  # entries of summary.json that are not suites
+REVIEW = "review"
 
 
 def main(cfg: SummaryStage | None = None) -> dict:
     cfg = cfg or load(SummaryStage)
-    summary, scores = {}, {}
+    summary, scores, tasks = {}, {}, {}
     for suite in cfg.eval.suites:
         results = {v: read_suite(cfg, v, suite) for v in VARIANTS}
+        tasks[suite] = {v: results[v][1] for v in VARIANTS}
         summary[suite] = compare({v: results[v][0] for v in VARIANTS})
         for metric, by_variant in pair_rows(suite, {v: results[v][1] for v in VARIANTS}).items():
             row = summary[suite].setdefault(metric, {})
@@ -53,6 +60,10 @@ def main(cfg: SummaryStage | None = None) -> dict:
                 scores.setdefault(suite, {v: [outcome(r) for r in rows]
                                           for v, rows in by_variant.items()})
     summary[LEARNED_FORGOT] = learned_forgot(cfg, summary, scores)
+    reviews = review_summary(Path(REVIEWS_DIR), tasks, get_args(Suite), VARIANTS,
+                             cfg.eval.bootstrap_resamples, cfg.seed)
+    if reviews:
+        summary[REVIEW] = reviews
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
     for variant in VARIANTS:
         write_json(Path(cfg.paths.metrics) / "capability" / f"{variant}.json",
@@ -61,6 +72,9 @@ def main(cfg: SummaryStage | None = None) -> dict:
         for name, row in metrics.items():
             if judged(row) or suite == LEARNED_FORGOT:
                 print(f"{suite:>10} {name:<16} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    for suite, pairs in summary.get(REVIEW, {}).items():
+        for pair, row in pairs.items():
+            print(f"{REVIEW:>10} {suite} {pair} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return summary
 
 

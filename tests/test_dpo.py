@@ -43,7 +43,8 @@ def dpo_workspace(pipeline, tmp_path, dpo_params: dict, prefs: list[dict] | None
 
 
 def test_every_objective_is_offered():
-    assert OPTIONS == ["cpo", "hinge", "ipo", "kto", "orpo", "robust", "sigmoid", "simpo"]
+    assert OPTIONS == ["cpo", "hinge", "ipo", "kto", "orpo", "robust", "sigmoid", "sigmoid_sft",
+                       "simpo"]
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -65,6 +66,7 @@ def test_each_objective_trains_the_sft_adapter_with_its_trainer(pipeline, tmp_pa
     args = dpo.training_args(cfg.dpo, 0, precision_flags("auto"), tmp_path / "ck")
     expected = {"sigmoid": ("DPOConfig", ["sigmoid"]), "ipo": ("DPOConfig", ["ipo"]),
                 "hinge": ("DPOConfig", ["hinge"]), "robust": ("DPOConfig", ["robust"]),
+                "sigmoid_sft": ("DPOConfig", ["sigmoid", "sft"]),
                 "cpo": ("CPOConfig", "sigmoid"), "simpo": ("CPOConfig", "simpo"),
                 "orpo": ("ORPOConfig", None), "kto": ("KTOConfig", "kto")}[name]
     assert (type(args).__name__, getattr(args, "loss_type", None)) == expected
@@ -75,6 +77,33 @@ def test_each_objective_trains_the_sft_adapter_with_its_trainer(pipeline, tmp_pa
     if name == "kto":
         assert metrics["rows"] == 2 * read_json(pipeline[0] / "metrics" / "dpo.json")["dpo"]["pairs"]
         assert "reward_accuracies" not in metrics and "kl" in metrics
+
+
+def test_sigmoid_sft_records_both_loss_terms_that_sum_to_the_loss(pipeline, tmp_path,
+                                                                  monkeypatch):
+    """The terms are measured one at a time on the trained adapter; evaluating with both, as
+    trained, gives sigmoid + sft_weight x sft (a term that ignored the swap would give the
+    whole loss twice and fail this). sft_weight 0.5 keeps the two weights apart."""
+    seen = {}
+    measure = dpo.loss_terms
+
+    def and_the_whole(trainer, weight):
+        terms = measure(trainer, weight)
+        seen["types"], seen["weights"] = trainer.loss_types, trainer.loss_weights
+        seen["whole"] = trainer.evaluate(trainer.train_dataset, metric_key_prefix="whole")["whole_loss"]
+        return terms
+
+    monkeypatch.setattr(dpo, "loss_terms", and_the_whole)
+    params = dpo_workspace(pipeline, tmp_path, {**option("sigmoid_sft"), "sft_weight": 0.5})
+    metrics = dpo.main(stage_cfg(DpoStage, params))
+    assert seen["types"] == ["sigmoid", "sft"] and seen["weights"] == [1.0, 0.5]   # restored
+    assert metrics["final_sft_loss"] > 0 and metrics["final_sigmoid_loss"] > 0
+    assert metrics["final_weighted_loss"] == pytest.approx(seen["whole"], abs=2e-4)
+    assert abs(metrics["final_sigmoid_loss"] - seen["whole"]) > 1e-3
+    assert read_json(tmp_path / "metrics" / "dpo.json")["dpo"]["final_sft_loss"] == \
+        metrics["final_sft_loss"]
+    print({k: metrics[k] for k in ("final_loss", "final_sigmoid_loss", "final_sft_loss",
+                                   "final_weighted_loss", "reward_accuracies")})
 
 
 def kto_rows(n: int) -> list[dict]:
@@ -116,6 +145,8 @@ def test_kto_refuses_rows_of_one_label_only(pipeline, tmp_path):
     ("kto", {"batch_size": 1}, "kto needs batch_size >= 2"),
     ("kto", {"desirable_weight": None}, "loss_type kto needs desirable_weight"),
     ("sigmoid", {"loss_type": "dpo"}, "loss_type"),
+    ("sigmoid_sft", {"sft_weight": None}, "loss_type sigmoid_sft needs sft_weight"),
+    ("sigmoid", {"sft_weight": 1.0}, "sft_weight=1.0 applies only to loss_type sigmoid_sft"),
 ])
 def test_a_knob_of_another_objective_is_an_error(pipeline, name, change, message):
     params = copy.deepcopy(pipeline[1])

@@ -72,7 +72,7 @@ def plain_bca(base, variant, tokens, draw: int) -> tuple[float, float]:
 
 
 def stratified_percentile(base: dict, variant: dict, resamples: int = 1000
-                          ) -> tuple[float, float]:
+                          ) -> tuple[float, float, None]:
     """The replaced forgetting method: every suite's probes redrawn within the suite, the
     2.5th and 97.5th percentiles of the mean of the resampled suite means."""
     rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def stratified_percentile(base: dict, variant: dict, resamples: int = 1000
         d = np.asarray(variant[suite], dtype=float) - np.asarray(base[suite], dtype=float)
         means += d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
     low, high = np.percentile(means / len(base), [2.5, 97.5])
-    return float(low), float(high)
+    return float(low), float(high), None
 
 
 def side_by_side(title: str, new: dict, old: dict, new_name: str, old_name: str,

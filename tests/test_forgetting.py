@@ -86,8 +86,9 @@ RETENTION_CELLS = {
 def retention_coverage_table(interval, draws: int = 1000, seed: int = 27
                              ) -> dict[tuple[tuple[int, ...], str], float]:
     """Share of seeded draws a (mix, cell) whose 95% CI holds the true score, with
-    `interval(base, variant) -> (low, high)` on {suite: outcomes}; draws with the same
-    per-suite counts share one interval."""
+    `interval(base, variant) -> (low, high, p)` on {suite: outcomes}; draws with the same
+    per-suite counts share one interval. Where there is a p, p < 0.05 must hold exactly when
+    the CI excludes 0."""
     rng = np.random.default_rng(seed)
     table = {}
     for mix in RETENTION_MIXES:
@@ -105,15 +106,17 @@ def retention_coverage_table(interval, draws: int = 1000, seed: int = 27
                     b, c = key[2 * s], key[2 * s + 1]
                     base[f"s{s}"] = [1] * b + [0] * c + [1] * (n - b - c)
                     variant[f"s{s}"] = [0] * b + [1] * c + [1] * (n - b - c)
-                low, high = interval(base, variant)
+                low, high, p = interval(base, variant)
+                if p is not None:
+                    assert (p < 0.05) == (low > 0 or high < 0), (mix, name, key, low, high, p)
                 covered += k * (low - 1e-12 <= truth <= high + 1e-12)
             table[(mix, name)] = covered / draws
     return table
 
 
-def bounded_score(base, variant) -> tuple[float, float]:
+def bounded_score(base, variant) -> tuple[float, float, float]:
     r = retention_delta(base, variant)
-    return r.low, r.high
+    return r.low, r.high, r.p
 
 
 def test_forgetting_ci_holds_its_coverage_on_every_mix_and_cell():

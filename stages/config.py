@@ -556,6 +556,12 @@ class EvalRun(Strict):
     repetition_penalty: PosFloat
     """Applied to greedy and sampled replies alike (1.0: off). Set here, never taken from the
     checkpoint's generation_config.json (Qwen2.5-Instruct ships 1.05-1.1)."""
+    presence_penalty: float
+    """Additive penalty on every token already in the reply (OpenAI/vLLM semantics; 0: off).
+    vLLM only: transformers' generate has no such processor (its repetition_penalty divides
+    the logit instead), so eval.backend=hf refuses a non-zero value."""
+    frequency_penalty: float
+    """Additive penalty per earlier occurrence of a token in the reply (vLLM; 0: off)."""
     lm_eval: dict[LmEvalSuite, LmEvalTaskConfig]
     """Settings of each lm-evaluation-harness suite (stages/suites/lm_eval_tasks.py)."""
     bigcodebench_timeout_s: PosFloat
@@ -570,6 +576,12 @@ class EvalRun(Strict):
         if self.samples > 1 and self.temperature <= 0:
             raise ValueError(f"samples={self.samples} needs temperature > 0; set e.g. "
                              "-S eval.temperature=0.8, or samples=1 for greedy")
+        for key in ("presence_penalty", "frequency_penalty"):
+            if self.backend == "hf" and getattr(self, key) != 0:
+                raise ValueError(f"eval.{key}={getattr(self, key)} needs eval.backend=vllm: "
+                                 "transformers' generate has no additive presence/frequency "
+                                 "penalty (eval.repetition_penalty is its multiplicative "
+                                 "kind); set it to 0 or use -S eval.backend=vllm")
         return self
 
 

@@ -23,7 +23,7 @@ import time
 from types import ModuleType
 from typing import get_args
 
-from stages import suites
+from stages import diversity, suites
 from stages.config import EvalStage, StageError, Variant, load, run_stage
 from stages.generate import Decoding, GenerationCost, decoding, generate
 from stages.io import write_json, write_jsonl
@@ -54,7 +54,7 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
         replies = ask(cfg, model, tokenizer, suite, probes, how, f"eval: {suite_name}", cost)
         rows = suites.judged_rows(cfg, suite, probes, replies)
         used = {"decoding": how.record()}
-    metrics = {**suite.aggregate(cfg, rows), **used}
+    metrics = {**suite.aggregate(cfg, rows), **diversity.aggregate(rows), **used}
     seconds = time.perf_counter() - start
 
     write_jsonl(cfg.paths.tasks_file(variant, suite_name), rows)

@@ -46,6 +46,9 @@ class Decoding:
     top_k: int
     """0: no top-k cut."""
     repetition_penalty: float
+    presence_penalty: float = 0.0
+    """vLLM only; transformers has no additive penalty (the config refuses it for hf)."""
+    frequency_penalty: float = 0.0
 
     def record(self) -> dict:
         """The decoding as eval writes it next to its metrics."""
@@ -53,6 +56,10 @@ class Decoding:
 
     def generation_config(self):
         from transformers import GenerationConfig
+
+        if self.presence_penalty or self.frequency_penalty:
+            raise ValueError("presence/frequency penalties have no transformers equivalent; "
+                             "they apply on the vLLM backend only")
 
         # Start from transformers' global defaults for every other knob (beams, penalties,
         # n-gram bans, ...), so nothing is left None for generate() to take from the checkpoint.
@@ -79,6 +86,8 @@ def decoding(eval_cfg, base_dir: Path, tokenizer, sample: bool = False) -> Decod
         top_p=eval_cfg.top_p if sample else 1.0,
         top_k=eval_cfg.top_k if sample else 0,
         repetition_penalty=eval_cfg.repetition_penalty,
+        presence_penalty=eval_cfg.presence_penalty,
+        frequency_penalty=eval_cfg.frequency_penalty,
     )
 
 

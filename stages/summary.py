@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
+from stages import diversity
 from stages.config import Suite, SummaryStage, Variant, load, run_stage
 from stages.forgetting import retention
 from stages.io import DataError, MissingInput, read_jsonl, write_json
@@ -56,6 +57,8 @@ def main(cfg: SummaryStage | None = None) -> dict:
             for variant in VARIANTS[1:]:
                 row.update(judge(variant, by_variant["base"], by_variant[variant],
                                  cfg.eval.budget.get(suite), cfg))
+            if "diversity" in by_variant["base"][0]:
+                pair_diversity(summary[suite], by_variant)
             if "nats" not in by_variant["base"][0]:  # a loss is not on a score's scale
                 scores.setdefault(suite, {v: [outcome(r) for r in rows]
                                           for v, rows in by_variant.items()})
@@ -98,6 +101,20 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
     if forgot:
         out["forgot"] = forgot
     return out
+
+
+def pair_diversity(rows: dict, by_variant: dict[str, list[dict]]) -> None:
+    """Each diversity measure of sampled suites (stages/diversity.py), paired by probe like a
+    grade: its CI, score-test p and method beside the means compare() wrote. No verdict: no
+    budget says how much less varied a variant may be."""
+    for measure in diversity.MEASURES:
+        row = rows.setdefault(measure, {})
+        base = [r["diversity"][measure] for r in by_variant["base"]]
+        for v in VARIANTS[1:]:
+            stat = paired_graded(base, [r["diversity"][measure] for r in by_variant[v]])
+            row.update({f"{v}_n": stat.n, f"{v}_ci95_low": round(stat.low, 4),
+                        f"{v}_ci95_high": round(stat.high, 4), f"{v}_p": float(f"{stat.p:.4g}"),
+                        f"{v}_ci_method": "tango-score-bounded"})
 
 
 def outcome(row: dict) -> float:

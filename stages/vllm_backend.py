@@ -68,7 +68,9 @@ class VllmModel:
             return SamplingParams(
                 n=1, temperature=decoding.temperature if decoding.do_sample else 0.0,
                 top_p=decoding.top_p, top_k=decoding.top_k or -1,
-                repetition_penalty=decoding.repetition_penalty, seed=seed + request,
+                repetition_penalty=decoding.repetition_penalty,
+                presence_penalty=decoding.presence_penalty,
+                frequency_penalty=decoding.frequency_penalty, seed=seed + request,
                 max_tokens=max_tokens, ignore_eos=True,
                 stop_token_ids=list(decoding.end_token_ids))
 

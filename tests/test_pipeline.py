@@ -238,6 +238,11 @@ def test_sampling_gives_pass_at_k_per_task(pipeline):
     assert metrics["pass@1"] == pytest.approx(sum(t["correct"] / 3 for t in tasks) / 3, abs=1e-4)
     assert metrics["pass@3"] == pytest.approx(sum(t["correct"] > 0 for t in tasks) / 3, abs=1e-4)
     assert all(t["passed"] == round(t["correct"] / 3, 4) for t in tasks)
+    # diversity of the 3 samples per task (stages/diversity.py), and its mean in the metrics
+    assert all(set(t["diversity"]) == {"distinct_2", "self_similarity"} for t in tasks)
+    assert all(0 <= v <= 1 for t in tasks for v in t["diversity"].values())
+    assert metrics["self_similarity"] == pytest.approx(
+        sum(t["diversity"]["self_similarity"] for t in tasks) / len(tasks), abs=1e-4)
 
 
 def test_dimensions_suite_adds_humanevalpack_probes(pipeline, tmp_path):

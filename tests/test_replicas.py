@@ -307,7 +307,7 @@ def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
     assert greedy.record() == {
         "max_new_tokens": 24, "end_token_ids": [151645, 151643], "pad_token_id": 151643,
         "do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
-        "repetition_penalty": 1.0}
+        "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 class AlwaysSays(torch.nn.Module):

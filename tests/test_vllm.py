@@ -81,7 +81,7 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     root, params = pipeline
     cfg = eval_cfg(params, backend="vllm", temperature=0.8, top_p=0.9, top_k=5,
-                   repetition_penalty=1.2)
+                   repetition_penalty=1.2, presence_penalty=0.5, frequency_penalty=0.25)
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     FakeLLM.reply_ids = tokenizer(" Hello.", add_special_tokens=False)["input_ids"] + [
         tokenizer.eos_token_id]
@@ -102,8 +102,9 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     assert [p["seed"] for p in run["params"]] == [7, 8, 9]  # repeated prompts sample anew
     assert {p["max_tokens"] for p in run["params"]} == {24}
     assert all(p["stop_token_ids"] == [tokenizer.eos_token_id] and p["ignore_eos"]
-               and (p["temperature"], p["top_p"], p["top_k"], p["repetition_penalty"])
-               == (0.8, 0.9, 5, 1.2) for p in run["params"])
+               and (p["temperature"], p["top_p"], p["top_k"], p["repetition_penalty"],
+                    p["presence_penalty"], p["frequency_penalty"])
+               == (0.8, 0.9, 5, 1.2, 0.5, 0.25) for p in run["params"])
     assert [p["max_tokens"] for p in first_token["params"]] == [1]
     assert replies == [tokenizer.decode(FakeLLM.reply_ids, skip_special_tokens=True).strip()] * 3
     assert cost.tokens == 3 * len(FakeLLM.reply_ids)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
+from stages import diversity
 from stages.config import EvalStage, StageError
 from stages.io import MissingInput, read_jsonl_lines
 
@@ -104,6 +105,7 @@ def judged_rows(cfg: EvalStage, suite: ModuleType, probes: list[dict],
         row["reply"] = rs[0]
         if len(rs) > 1:
             row["replies"] = rs
+            row["diversity"] = diversity.per_probe(rs)
         row.setdefault("metric", suite.JUDGED)
     return rows
 

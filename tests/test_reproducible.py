@@ -101,3 +101,43 @@ def test_a_timing_in_a_cached_output_is_caught(tmp_path):
     out.mkdir()
     (out / "provenance.json").write_text(json.dumps({"metrics": {"train_s": 1.5}}))
     assert volatile_keys(out) == {"train_s"}
+
+
+CHILD = """
+import json, os, sys
+os.environ.update(json.loads(sys.argv[1]))  # in-process, before torch: as pin_environment
+import stages
+import torch
+from stages.numerics import pin_torch, settings
+pin_torch()
+torch.ones(4).sum()  # a first kernel dispatch
+print(json.dumps(settings()))
+"""
+
+
+def child_settings(env: dict[str, str], inherited: dict[str, str]) -> dict:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(env)], env=inherited,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_every_stage_process_runs_under_the_pinned_numerics():
+    """With none of the variables set outside, importing `stages` sets them before torch
+    reads them: AVX2 kernels at most (an AVX-512 CPU included), MKL's AVX2 code path, two
+    threads, deterministic algorithms. A variable set in-process before torch is imported
+    reaches torch's dispatch (ATEN_CPU_CAPABILITY=default: the scalar kernels), which is how
+    the pins reach it."""
+    import os
+
+    from stages.numerics import PINNED_ENV
+
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED_ENV}
+    pinned = child_settings({}, clean)
+    assert {k: pinned[k] for k in PINNED_ENV} == PINNED_ENV
+    assert pinned["cpu_capability"] in ("AVX2", "DEFAULT")  # never AVX512
+    assert pinned["torch_threads"] == 2 and pinned["deterministic_algorithms"] is True
+    scalar = child_settings({"ATEN_CPU_CAPABILITY": "default"}, clean)
+    assert scalar["cpu_capability"] == "DEFAULT" and scalar["ATEN_CPU_CAPABILITY"] == "default"

@@ -10,7 +10,8 @@ varied at a time: torch's kernels at another instruction set (ATEN_CPU_CAPABILIT
 no vectorisation; =avx512: only where the CPU has it, else torch stays at what it has, and
 the record says which it ran), 1 intra-op thread instead of 2, every pin removed (torch's,
 oneDNN's and MKL's own choices for this CPU), deterministic algorithms off, and the rows of
-each batch in reverse order. Writes benchmarks/results/numerics_bench.json.
+each batch in reverse order (stages.base.canonical_order sorts them, so this must not
+matter) and in another fixed order (it does). Writes benchmarks/results/numerics_bench.json.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from stages import base
 from stages.config import BaseStage, validate, stage_params
 if setting.get("nondeterministic"):
     base.pin_torch = lambda: torch.set_num_threads(numerics.THREADS)
-if setting.get("reverse_rows"):
-    packed = base.packed_row
-    base.packed_row = lambda batch: packed(batch[::-1])
+if setting.get("reverse_rows"):  # the sampler's order reversed, before canonical_order
+    canonical = base.canonical_order
+    base.canonical_order = lambda batch: canonical(batch[::-1])
+if setting.get("other_order"):  # canonical_order replaced by another fixed order
+    base.canonical_order = lambda batch: sorted(batch, reverse=True)
 params = json.loads(sys.argv[2])
 base.main(validate(BaseStage, stage_params(BaseStage, params)))
 print("NUMERICS", json.dumps(numerics.settings()))
@@ -60,6 +63,7 @@ SETTINGS = [
                                                 "MKL_CBWR"], "nondeterministic": True}),
     ("deterministic algorithms off", {"nondeterministic": True}),
     ("rows of a batch reversed", {"reverse_rows": True}),
+    ("rows in another fixed order", {"other_order": True}),
 ]
 
 
@@ -88,8 +92,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    from stages.numerics import has_avx2
+
+    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
+    skipped = {} if avx512 else {"ATEN_CPU_CAPABILITY=avx512": "this CPU lacks AVX-512: "
+                                 "torch would run its AVX-512 kernels anyway and die of SIGILL"}
     results = {}
     for label, setting in SETTINGS:
+        if label in skipped:
+            print(f"{label:32s} not run: {skipped[label]}")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             results[label] = train(setting, args.steps, Path(tmp))
         r = results[label]
@@ -106,7 +118,8 @@ def main() -> None:
                                      else "different", f"ran at {r['numerics']['cpu_capability']}"
                                      f", {r['numerics']['torch_threads']} threads"))
         figures.append(record.figure(f"{label}: pretraining", r["train_s"], "s"))
-    notes = (f"Tiny base (params.yaml's architecture and corpus), {args.steps} steps, one "
+    figures += [record.figure(f"{label}: not run", why) for label, why in skipped.items()]
+    notes = (f"CPU has AVX2+FMA: {has_avx2()}, AVX-512: {avx512}. Tiny base (params.yaml's architecture and corpus), {args.steps} steps, one "
              "subprocess per setting, run one after another on this machine; sha256 of "
              "model.safetensors. " + "; ".join(f"{k}: {v['sha256'][:12]} loss {v['final_loss']}"
                                                 for k, v in results.items()))

@@ -143,7 +143,8 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[
 
 def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]:
     """Next-token training on every token of every conversation, AdamW with linear warmup then
-    cosine decay. Deterministic under `seed` on a given machine.
+    cosine decay. Deterministic under `seed`: the same weights on any x86-64 CPU with AVX2
+    under the pinned numerics (stages/numerics.py), a step's sequences in canonical_order.
 
     A step's conversations are fed as one row, end to end, with positions restarting at each
     and no target across a boundary. Without a KV cache transformers masks attention by the
@@ -162,7 +163,7 @@ def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]
     for _ in bar:
         if len(order) < train.batch_size:
             order += torch.randperm(len(sequences), generator=gen).tolist()
-        batch = [sequences[i] for i in order[: train.batch_size]]
+        batch = canonical_order([sequences[i] for i in order[: train.batch_size]])
         del order[: train.batch_size]
         loss = model(**packed_row(batch), use_cache=False).loss
         loss.backward()
@@ -176,6 +177,13 @@ def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
+
+
+def canonical_order(batch: list[list[int]]) -> list[list[int]]:
+    """A step's sequences sorted: the loss sums their tokens in one order whichever order
+    the sampler drew them in (float addition is not associative; benchmarks/numerics_bench.py
+    shows a reversed order training other weights)."""
+    return sorted(batch)
 
 
 def packed_row(batch: list[list[int]]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,9 @@ either one changes the last bits of a gradient, and a few hundred optimizer step
 a different model. The stages therefore run under
 
 - ATEN_CPU_CAPABILITY=avx2: torch's own vectorised kernels take their AVX2 variant even where
-  AVX-512 exists (almost every x86-64 CPU of the last ten years has AVX2);
+  AVX-512 exists (almost every x86-64 CPU of the last ten years has AVX2; on one without it,
+  or on another architecture, the three instruction-set pins are left unset, see has_avx2,
+  and the run info shows it);
 - ONEDNN_MAX_CPU_ISA=AVX2: oneDNN (torch's mkldnn backend) likewise;
 - MKL_CBWR=AVX2,STRICT: MKL's conditional numerical reproducibility, the same code path and
   reduction order on every CPU that has AVX2 (STRICT: also within a code path);
@@ -40,8 +42,24 @@ PINNED_ENV = {
 CUDA_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
+def has_avx2(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has AVX2 and FMA (the AVX2 kernels use both). torch does not check:
+    ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512 runs its AVX-512 kernels and dies of
+    SIGILL (measured: exit 132 on the first vectorised op), so the instruction set is pinned
+    only where the CPU has it."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
 def pin_environment() -> None:
-    for key, value in {**PINNED_ENV, **CUDA_ENV}.items():
+    isa = {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"}
+    pins = {k: v for k, v in PINNED_ENV.items() if k not in isa or has_avx2()}
+    for key, value in {**pins, **CUDA_ENV}.items():
         os.environ.setdefault(key, value)
 
 

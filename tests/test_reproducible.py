@@ -132,12 +132,25 @@ def test_every_stage_process_runs_under_the_pinned_numerics():
     the pins reach it."""
     import os
 
-    from stages.numerics import PINNED_ENV
+    from stages.numerics import PINNED_ENV, has_avx2
 
     clean = {k: v for k, v in os.environ.items() if k not in PINNED_ENV}
     pinned = child_settings({}, clean)
-    assert {k: pinned[k] for k in PINNED_ENV} == PINNED_ENV
-    assert pinned["cpu_capability"] in ("AVX2", "DEFAULT")  # never AVX512
+    if has_avx2():
+        assert {k: pinned[k] for k in PINNED_ENV} == PINNED_ENV
+        assert pinned["cpu_capability"] == "AVX2"  # never AVX512, where the CPU has it
+    else:  # no AVX2: the instruction set is left to torch, the threads are still pinned
+        assert pinned["ATEN_CPU_CAPABILITY"] is None and pinned["OMP_NUM_THREADS"] == "2"
     assert pinned["torch_threads"] == 2 and pinned["deterministic_algorithms"] is True
     scalar = child_settings({"ATEN_CPU_CAPABILITY": "default"}, clean)
     assert scalar["cpu_capability"] == "DEFAULT" and scalar["ATEN_CPU_CAPABILITY"] == "default"
+
+
+def test_the_instruction_set_is_pinned_only_where_the_cpu_has_avx2(tmp_path):
+    from stages.numerics import has_avx2
+
+    with_it, without = tmp_path / "avx2", tmp_path / "old"
+    with_it.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")
+    assert has_avx2(str(with_it)) and not has_avx2(str(without))
+    assert not has_avx2(str(tmp_path / "missing"))

@@ -42,6 +42,7 @@ BENCHMARKS = {
     "score_vs_evalplus-mbppplus": "python benchmarks/score_vs_evalplus.py --dataset mbpp+ "
                                   f"--dataset-path {MBPPPLUS} --repeats 1",
     "rerun_bench": "python benchmarks/rerun_bench.py",
+    "numerics_bench": "python benchmarks/numerics_bench.py --steps 30",
     "train_bench-ours-vs-plain": "python benchmarks/train_bench.py ours-vs-plain --data repo "
                                  "--arch repo --repeats 3 --threads 1",
     "train_bench-packing": "python benchmarks/train_bench.py packing --data codealpaca "

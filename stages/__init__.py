@@ -2,6 +2,11 @@
 
 import logging
 
+from stages.numerics import pin_environment
+
+# before any stage imports torch (stages/numerics.py says why)
+pin_environment()
+
 
 class _NoKernelsPackage(logging.Filter):
     """bitsandbytes, imported by peft, logs a warning on every CPU with AVX-512 BF16 when the

@@ -2,7 +2,8 @@
 
 Reads   params seed, system_prompt, model, paths; data/sources/ (model=tiny only)
 Writes  models/base/ (weights for tiny; tokenizer, config and base.json for every model),
-        metrics/base.json
+        metrics/base.json (the same figures, the wall time, and the run's versions and
+        machine: stages.runinfo)
 Run     dvc repro base   (or: python -m stages.base)
 
 model=tiny builds a ~3M-parameter Qwen2 model and its own byte-level BPE tokenizer and trains
@@ -34,7 +35,6 @@ from stages.data import (
 from stages.io import (
     DataError,
     atomic_dir,
-    git_sha,
     read_jsonl,
     sha256_dir,
     sha256_file,
@@ -49,22 +49,31 @@ from stages.modeling import (
     qwen2_config,
     train_tokenizer,
 )
+from stages.numerics import pin_torch
+from stages.runinfo import run_info
 
 
 def main(cfg: BaseStage | None = None) -> None:
     cfg = cfg or load(BaseStage)
     out = cfg.paths.model_dir("base")
+    pin_torch()
+    cost: dict = {}
     with atomic_dir(out) as tmp:
         if cfg.model.source == "tiny":
-            metrics = build_tiny(cfg, tmp)
+            metrics, cost = build_tiny(cfg, tmp)
         else:
             metrics = record_hub_model(cfg.model, tmp)
+        # base.json is in the DVC-cached output: only what the same weights always have, so
+        # a rerun that writes the same weights leaves every stage below up to date
         write_json(tmp / BASE_JSON, provenance(cfg, metrics))
-    write_json(Path(cfg.paths.metrics) / "base.json", {"base": metrics})
-    print(f"base model in {out}: {metrics}")
+    write_json(Path(cfg.paths.metrics) / "base.json",
+               {"base": {**metrics, **cost}, "run": run_info()})
+    print(f"base model in {out}: {metrics} {cost}")
 
 
-def build_tiny(cfg: BaseStage, out: Path) -> dict:
+def build_tiny(cfg: BaseStage, out: Path) -> tuple[dict, dict]:
+    """The figures of the trained model, and the run's timing (which goes to the metrics
+    only)."""
     torch.manual_seed(cfg.seed)
     conversations = corpus(cfg)
     tokenizer = train_tokenizer(
@@ -86,8 +95,7 @@ def build_tiny(cfg: BaseStage, out: Path) -> dict:
         "corpus_rows": len(conversations),
         "corpus_tokens": sum(len(s) for s in sequences),
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
-        "train_s": round(time.perf_counter() - start, 1),
-    }
+    }, {"train_s": round(time.perf_counter() - start, 1)}
 
 
 def corpus(cfg: BaseStage) -> list[list[dict]]:
@@ -135,7 +143,8 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[
 
 def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]:
     """Next-token training on every token of every conversation, AdamW with linear warmup then
-    cosine decay. Deterministic under `seed` on a given machine.
+    cosine decay. Deterministic under `seed`: the same weights on any x86-64 CPU with AVX2
+    under the pinned numerics (stages/numerics.py), a step's sequences in canonical_order.
 
     A step's conversations are fed as one row, end to end, with positions restarting at each
     and no target across a boundary. Without a KV cache transformers masks attention by the
@@ -154,7 +163,7 @@ def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]
     for _ in bar:
         if len(order) < train.batch_size:
             order += torch.randperm(len(sequences), generator=gen).tolist()
-        batch = [sequences[i] for i in order[: train.batch_size]]
+        batch = canonical_order([sequences[i] for i in order[: train.batch_size]])
         del order[: train.batch_size]
         loss = model(**packed_row(batch), use_cache=False).loss
         loss.backward()
@@ -168,6 +177,13 @@ def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
+
+
+def canonical_order(batch: list[list[int]]) -> list[list[int]]:
+    """A step's sequences sorted: the loss sums their tokens in one order whichever order
+    the sampler drew them in (float addition is not associative; benchmarks/numerics_bench.py
+    shows a reversed order training other weights)."""
+    return sorted(batch)
 
 
 def packed_row(batch: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -229,7 +245,6 @@ def provenance(cfg: BaseStage, metrics: dict) -> dict:
         "seed": cfg.seed,
         "model": model.model_dump(),
         "sources_sha256": sha256_dir(Path(cfg.paths.sources)) if model.source == "tiny" else None,
-        "git_sha": git_sha(),
         "metrics": metrics,
     }
 

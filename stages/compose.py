@@ -36,6 +36,7 @@ from stages.config import (
     ConfigError,
     CurateStage,
     DpoStage,
+    EnvironmentStage,
     EvalStage,
     LocalCopyStage,
     PathsConfig,
@@ -54,7 +55,7 @@ CONFIG_NAME = "config"
 DVC_YAML = Path("dvc.yaml")
 # dvc.yaml stage -> the model its module loads; `params` (python -m stages.config) has none.
 STAGE_MODELS: dict[str, type[Stage]] = {
-    "local_copy": LocalCopyStage, "base": BaseStage, "curate": CurateStage, "sft": SftStage,
+    "local_copy": LocalCopyStage, "environment": EnvironmentStage, "base": BaseStage, "curate": CurateStage, "sft": SftStage,
     "dpo": DpoStage, "eval": EvalStage, "summary": SummaryStage}
 
 

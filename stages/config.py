@@ -640,6 +640,10 @@ class LocalCopyStage(Stage):
     paths: PathsConfig
 
 
+class EnvironmentStage(Stage):
+    paths: PathsConfig
+
+
 class BaseStage(Stage):
     seed: int
     system_prompt: str

@@ -62,6 +62,7 @@ from stages.defects import candidates, renamed_identifiers
 from stages.execute import run_many
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer
+from stages.runinfo import run_info
 
 PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl", "dimensions.jsonl")
 REASONS = ("undesirable", "invalid", "secret", "syntax", "language", "decontaminated", "length",
@@ -119,7 +120,8 @@ def main(cfg: CurateStage | None = None) -> dict:
             write_jsonl(tmp / "probes" / name, probe_rows)
         write_jsonl(tmp / "decontamination.jsonl", curator.contaminated)
         write_json(tmp / "card.json", card)
-    write_json(Path(cfg.paths.metrics) / "curate.json", {"curate": card["metrics"]})
+    write_json(Path(cfg.paths.metrics) / "curate.json",
+               {"curate": card["metrics"], "run": run_info()})
     print(f"curated {len(train)} train + {len(val)} validation rows, {len(pairs)} preference "
           f"pairs into {cfg.paths.curated}; drops: {card['metrics']['drops']}")
     return card["metrics"]

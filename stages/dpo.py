@@ -33,6 +33,8 @@ import torch
 from stages.config import CPO_LOSSES, DPO_LOSSES, DpoConfig, DpoStage, load, run_stage
 from stages.io import DataError, atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer, read_base_json
+from stages.numerics import pin_torch
+from stages.runinfo import run_info
 from stages.training import (
     Meter,
     adapter_provenance,
@@ -71,6 +73,7 @@ def main(cfg: DpoStage | None = None) -> dict:
     # counted as sft counts them (cpu=True: CPU processes under `accelerate launch` form one
     # group); part of the checkpoint fingerprint
     processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
+    pin_torch()
     set_seed(cfg.seed)
     data_file = Path(cfg.paths.curated) / "prefs.jsonl"
     dataset = Dataset.from_list(preference_rows(read_jsonl(data_file), cfg.dpo.loss_type,
@@ -121,7 +124,7 @@ def main(cfg: DpoStage | None = None) -> dict:
         write_json(out / "provenance.json",
                    adapter_provenance(cfg, data_file, str(cfg.paths.model_dir("sft")), metrics))
     write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "dpo")
-    write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics})
+    write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics, "run": run_info()})
     remove_checkpoints(checkpoints)
     print(f"dpo adapter in {cfg.paths.model_dir('dpo')}: {metrics}")
     return metrics

@@ -28,6 +28,8 @@ from stages.config import EvalStage, StageError, Variant, load, run_stage
 from stages.generate import Decoding, GenerationCost, decoding, generate
 from stages.io import write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
+from stages.numerics import pin_torch
+from stages.runinfo import run_info
 from stages.vllm_backend import VllmModel
 
 VARIANTS = get_args(Variant)  # ("base", "sft", "dpo")
@@ -42,6 +44,7 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
     if not probes:
         raise StageError(f"suite {suite_name} has no probes to score; check its probe file")
 
+    pin_torch()
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     model = load_model(cfg, variant, suite)
     start, cost = time.perf_counter(), GenerationCost()
@@ -61,7 +64,7 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
     write_json(cfg.paths.eval_file(variant, suite_name), {suite_name: metrics})
     write_json(cfg.paths.cost_file(variant, suite_name),
                {suite_name: {**cost.metrics(), "wall_s": round(seconds, 2),
-                             "probes": len(rows)}})
+                             "probes": len(rows)}, "run": run_info()})
     print(f"eval {variant}/{suite_name} in {seconds:.1f}s: {metrics}")
     return metrics
 

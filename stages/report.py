@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None, repo: Path = Path(".")) -> str:
 
     text = "\n\n".join([
         header(base, head, uncommitted(head, new["metrics"])),
-        capability_section(old["summary"], new["summary"], base),
+        capability_section(old["summary"], new["summary"], base,
+                           since_base_cells(base, head, old, new)),
         review_section(new["summary"]),
         learned_forgot_section(new["summary"].get(LEARNED_FORGOT, {}), trade_off, args.out.parent),
         replies_section(head, new),
@@ -230,10 +231,11 @@ def header(base: Revision, head: Revision, dirty: list[str]) -> str:
     return text
 
 
-def capability_section(old: dict, new: dict, base: Revision) -> str:
+def capability_section(old: dict, new: dict, base: Revision,
+                       since: dict[tuple[str, str, str], str] | None = None) -> str:
     old, new = ({k: v for k, v in s.items() if k not in (LEARNED_FORGOT, REVIEW)}
                 for s in (old, new))
-    judged = judged_rows(old, new)
+    judged = judged_rows(old, new, since)
     # suite metric, variant: verdict, Δ [CI]
     flagged = [f"- {c[0]} {c[1]}, {c[2]}: {c[8]}, Δ {c[5]} on {c[6]} probes" for v, c in judged
                if v in FLAGGED]
@@ -249,8 +251,11 @@ def capability_section(old: dict, new: dict, base: Revision) -> str:
         chance_line(len(judged)),
         f"Δ: variant minus base model on the same n probes, with its 95% CI; p: McNemar score test "
         f"(pass/fail suites); inconclusive: the CI reaches past the budget, and the verdict "
-        f"says how many probes would resolve it; since base: the variant's value now minus at "
-        f"{base.label}.",
+        f"says how many probes would resolve it; since base: the variant now against itself "
+        f"at {base.label}, probe by probe from the per-probe files (`paired`) or, without "
+        f"them, from the two pass rates (`unpaired`); `no change beyond noise` when the 95% "
+        f"CI of that change holds 0, `unchanged` when every probe scored the same; `not "
+        f"tested`: no per-probe files and no pass/fail counts at both revisions.",
         table(["suite", "metric", "variant", "base model", "value", "Δ [95% CI]", "n", "p",
                "verdict", "since base"], [cells for _, cells in judged]),
         "### Other metrics (no verdict): value (Δ vs base model)",
@@ -411,9 +416,12 @@ def judged_variants(row: dict) -> list[str]:
     return [k.removesuffix("_verdict") for k in row if k.endswith("_verdict")]
 
 
-def judged_rows(old: dict, new: dict) -> list[tuple[str, list[str]]]:
+def judged_rows(old: dict, new: dict, since: dict[tuple[str, str, str], str] | None = None
+                ) -> list[tuple[str, list[str]]]:
     """(verdict, table cells) per judged suite, metric and variant: over-budget first, then
-    inconclusive, regressed, then the rest, each in summary.json's order (a stable sort)."""
+    inconclusive, regressed, then the rest, each in summary.json's order (a stable sort).
+    `since`: the since-base cell per (suite, metric, variant) (`since_base_cells`)."""
+    since = since or {}
     rows = []
     for suite, metrics in new.items():
         for metric, row in metrics.items():
@@ -428,8 +436,103 @@ def judged_rows(old: dict, new: dict) -> list[tuple[str, list[str]]]:
                     f"{signed(row[f'{v}_delta'])} [{num(row[f'{v}_ci95_low'])}, "
                     f"{num(row[f'{v}_ci95_high'])}]", num(row.get(f"{v}_n")),
                     pvalue(row.get(f"{v}_p")), shown,
-                    "new" if before is None else signed(row[v] - before)]))
+                    "new" if before is None else since.get(
+                        (suite, metric, v), f"{signed(row[v] - before)} (not tested)")]))
     return sorted(rows, key=lambda r: FLAGGED.index(r[0]) if r[0] in FLAGGED else len(FLAGGED))
+
+
+def since_base_cells(base: Revision, head: Revision, old: dict, new: dict
+                     ) -> dict[tuple[str, str, str], str]:
+    """The "since base" cell of each judged (suite, metric, variant) that has a value at both
+    revisions: the variant at head against itself at base. A rerun on another machine (GPU
+    kernels, another CPU) moves a few probes either way; that is noise, not news, so the
+    change is tested as summary tests a variant against the base model, on the same probes:
+    paired per probe from the per-probe files of both revisions where both can be read
+    (workspace, DVC cache or remote), else unpaired from the two pass rates (Newcombe's
+    interval, which assumes independent samples: wider than the paired one, so it calls
+    less a change)."""
+    cells = {}
+    tasks: dict[tuple[str, str], list[dict] | None] = {}
+
+    def rows_at(rev: Revision, snap: dict, variant: str, suite: str) -> list[dict] | None:
+        if (rev.sha if rev.ref else None, f"{variant}/{suite}") not in tasks:
+            tasks[(rev.sha if rev.ref else None, f"{variant}/{suite}")] = read_tasks(
+                rev, f"{snap['metrics']}/tasks/{variant}/{suite}.jsonl")
+        return tasks[(rev.sha if rev.ref else None, f"{variant}/{suite}")]
+
+    for suite, metrics in new["summary"].items():
+        if suite == LEARNED_FORGOT:
+            continue
+        for metric, row in metrics.items():
+            for v in judged_variants(row):
+                before = old["summary"].get(suite, {}).get(metric, {})
+                if before.get(v) is None:
+                    continue
+                then, now = rows_at(base, old, v, suite), rows_at(head, new, v, suite)
+                cell = None
+                if then is not None and now is not None:
+                    cell = paired_since(then, now, metric, new["params"])
+                if cell is None:
+                    cell = unpaired_since(before, row, v)
+                if cell is not None:
+                    cells[(suite, metric, v)] = cell
+    return cells
+
+
+def paired_since(then: list[dict], now: list[dict], metric: str, params: dict) -> str | None:
+    """The change per probe, with the statistic summary uses for this kind of outcome
+    (stages.summary.paired: pass/fail, graded or token-weighted loss); None when the two
+    revisions share no probe of `metric`."""
+    from types import SimpleNamespace
+
+    from stages.summary import paired
+
+    before = {r["id"]: r for r in then if r.get("metric") == metric}
+    after = {r["id"]: r for r in now if r.get("metric") == metric}
+    ids = [i for i in before if i in after]
+    if not ids:
+        return None
+    a, b = [before[i] for i in ids], [after[i] for i in ids]
+    outcome = ("nats", "tokens") if "nats" in a[0] else ("score",) if "score" in a[0] \
+        else ("passed",)
+    if all(x.get(k) == y.get(k) for x, y in zip(a, b, strict=True) for k in outcome):
+        return f"unchanged ({len(ids)} probes, paired)"
+    evals = params.get("eval", {})
+    if "nats" in a[0] and ("bootstrap_resamples" not in evals or "seed" not in params):
+        raise DataError("params.yaml at head lacks eval.bootstrap_resamples or seed, which "
+                        "the paired loss interval needs; regenerate it with "
+                        "`python -m stages.compose`")
+    cfg = SimpleNamespace(eval=SimpleNamespace(bootstrap_resamples=evals.get(
+        "bootstrap_resamples")), seed=params.get("seed"))
+    stat, _, _ = paired(a, b, cfg)
+    return since_text(stat.delta, stat.low, stat.high, f"{stat.n} probes, paired")
+
+
+def unpaired_since(before: dict, row: dict, v: str) -> str | None:
+    """From summary rows alone, for pass/fail outcomes (those carry a McNemar p): each
+    revision's pass rate over its n probes, Newcombe's hybrid score interval for the
+    difference of two independent proportions (method 10, Newcombe 1998) from Wilson
+    intervals. None for other outcomes: a mean alone says nothing of its spread."""
+    if not all(f"{v}_p" in r and f"{v}_n" in r for r in (before, row)):
+        return None
+    from scipy.stats import binomtest
+
+    def wilson(p: float, n: int) -> tuple[float, float]:
+        ci = binomtest(round(p * n), n).proportion_ci(confidence_level=0.95, method="wilson")
+        return ci.low, ci.high
+
+    p1, n1, p2, n2 = before[v], before[f"{v}_n"], row[v], row[f"{v}_n"]
+    (l1, u1), (l2, u2) = wilson(p1, n1), wilson(p2, n2)
+    d = p2 - p1
+    low = d - ((p2 - l2) ** 2 + (u1 - p1) ** 2) ** 0.5
+    high = d + ((u2 - p2) ** 2 + (p1 - l1) ** 2) ** 0.5
+    return since_text(d, low, high, f"{n1} and {n2} probes, unpaired")
+
+
+def since_text(delta: float, low: float, high: float, how: str) -> str:
+    if low <= 0 <= high:
+        return f"no change beyond noise ({signed(delta)} [{num(low)}, {num(high)}], {how})"
+    return f"**{signed(delta)}** [{num(low)}, {num(high)}] ({how})"
 
 
 def other_table(rows: list[tuple[str, str, dict]]) -> str:
@@ -533,11 +636,13 @@ def flip_block(pid: str, label: str, base: dict, other: dict, variant: str) -> s
 
 
 def read_tasks(rev: Revision, path: str) -> list[dict] | None:
-    """A per-probe file where it is: the workspace (for the working tree), else the DVC cache
-    (the md5 dvc.lock records at that revision); None when neither has it."""
+    """A per-probe file where it is: the workspace (for the working tree), git, else the DVC
+    cache or remote (the md5 dvc.lock records at that revision); None when none has it."""
     text = None
     if rev.ref is None and (rev.repo / path).is_file():
         text = (rev.repo / path).read_text(encoding="utf-8")
+    elif rev.ref is not None and (committed := read(rev, path)) is not None:
+        text = committed  # a per-probe file committed to git rather than cached
     else:
         try:
             import dvc.api

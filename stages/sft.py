@@ -37,6 +37,8 @@ from stages.modeling import (
     require_cuda_for_4bit,
     require_training_template,
 )
+from stages.numerics import pin_torch
+from stages.runinfo import run_info
 from stages.training import (
     SFT_MEMORY_KNOBS,
     LoraGradNorms,
@@ -87,6 +89,7 @@ def train_phase(cfg: SftStage, name: str) -> dict:
     processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
     accumulation = gradient_accumulation(cfg.sft.batch_size, cfg.sft.per_device_batch_size,
                                          processes)
+    pin_torch()
     set_seed(cfg.seed)
 
     train_file, val_file = data_files(cfg, phase)
@@ -155,7 +158,8 @@ def train_phase(cfg: SftStage, name: str) -> dict:
             write_json(out / "provenance.json",
                        adapter_provenance(cfg, train_file, parent, metrics))
         write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "sft" / name)
-        write_json(Path(cfg.paths.metrics) / "sft" / f"{name}.json", {"sft": {name: metrics}})
+        write_json(Path(cfg.paths.metrics) / "sft" / f"{name}.json",
+                   {"sft": {name: metrics}, "run": run_info()})
         remove_checkpoints(checkpoints)
         print(f"sft@{name}: adapter in {out_dir}: {metrics}")
     return metrics

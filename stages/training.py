@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from stages.config import ConfigError, StageError
-from stages.io import atomic_dir, git_sha, sha256_dir, sha256_file
+from stages.io import atomic_dir, sha256_dir, sha256_file
 from stages.modeling import read_base_json
 
 
@@ -206,7 +206,16 @@ def adapter_megabytes(adapter_dir: Path) -> float:
     return round(size / 2**20, 3)
 
 
+# Figures of a training run that differ between two runs writing the same weights (wall time,
+# memory, a resume): they go to the committed metrics file only, never into the adapter's
+# DVC-cached directory, whose hash must change exactly when the weights do.
+RUN_TO_RUN = frozenset({"train_s", "tokens_per_s", "resumed_from_step", "peak_memory_mib",
+                        "peak_memory_kind"})
+
+
 def adapter_provenance(cfg, data_file: Path, parent: str | None, metrics: dict) -> dict:
+    """provenance.json of an adapter: what it was trained from and on, and the figures of
+    the run that the same weights always have (no RUN_TO_RUN figures, no commit)."""
     base = read_base_json(cfg.paths.model_dir("base"))
     return {
         "base": {k: base[k] for k in ("source", "hub_id", "revision", "local_dir", "init")},
@@ -214,6 +223,5 @@ def adapter_provenance(cfg, data_file: Path, parent: str | None, metrics: dict) 
         "data_file": str(data_file),
         "data_sha256": sha256_file(data_file),
         "config": cfg.model_dump(),
-        "git_sha": git_sha(),
-        "metrics": metrics,
+        "metrics": {k: v for k, v in metrics.items() if k not in RUN_TO_RUN},
     }

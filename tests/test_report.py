@@ -160,19 +160,20 @@ def made(tmp_path_factory):
 
 def test_capability_rows_are_hand_computed_and_flagged_first(made):
     _, _, text = made
-    # since base = value now - value at HEAD~1: dpo 0.25 - 0.5, sft 1.25 - 1.0, sft 0.75 - 0.5;
+    # since base = value now - value at HEAD~1: dpo 0.25 - 0.5, sft 1.25 - 1.0, sft 0.75 - 0.5,
+    # not tested (HEAD~1 has neither per-probe files nor n and p for these rows);
     # perplexity dpo has no value at HEAD~1: new. Over-budget, then regressed, then the rest.
     # Over-budget, then inconclusive, then regressed, then the rest.
     # columns: suite, metric, variant, base model, value, Δ [95% CI], n, p, verdict, since base
     rows = [
         "| `code` | pass@1 | dpo | 0.5 | 0.25 | -0.25 [-0.5, -0.3] | 4 | 0.5 | **over-budget** "
-        "| -0.25 |",
+        "| -0.25 (not tested) |",
         "| `identity` | consistency | sft | 0 | 0 | 0 [-0.2, 0.2] | 4 | – | **inconclusive** "
         "(~300 probes would tell) | new |",
         "| `perplexity` | code_loss | sft | 1 | 1.25 | +0.25 [0.1, 0.4] | – | – | **regressed** "
-        "| +0.25 |",
+        "| +0.25 (not tested) |",
         "| `code` | pass@1 | sft | 0.5 | 0.75 | +0.25 [0, 0.5] | 4 | 0.5 | within-noise "
-        "| +0.25 |",
+        "| +0.25 (not tested) |",
         "| `perplexity` | code_loss | dpo | 1 | 0.75 | -0.25 [-0.4, -0.1] | – | – | improved "
         "| new |"]
     flagged = ["### Flagged",

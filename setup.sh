@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine for this project:
-#   1. bubblewrap, the sandbox model-written code runs in (apt; sudo when not root);
+#   1. bubblewrap, the sandbox model-written code runs in, and headless Chromium with its
+#      driver for the review page's browser test (apt; sudo when not root);
 #   2. PyTorch, unless one is installed already: torch==2.13.0 (the CPU build on CPU-only
 #      machines here; on a GPU machine install the CUDA build you want first). First, so
 #      that nothing in step 3 pulls torch from PyPI (whose default build is CUDA's);
@@ -10,11 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v bwrap > /dev/null; then
+if ! command -v bwrap > /dev/null || ! command -v chromedriver > /dev/null; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq bubblewrap > /dev/null
+  $sudo apt-get install -y -qq bubblewrap chromium chromium-driver > /dev/null
 fi
 
 python -m pip install --quiet --upgrade pip

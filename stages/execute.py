@@ -51,6 +51,11 @@ SCRATCH_BYTES = 16 << 20  # the only writable space inside: a 16 MiB tmpfs at /t
 SANDBOX_PYTHON = "/tmp/python"  # where the interpreter's prefix is mounted inside
 SANDBOX_VENV = "/tmp/venv"  # the virtual environment, when there is one
 SANDBOX_WORK = "/tmp/work"  # the program and its tests, read-only
+# The host's file system as the sandbox sees it, read-only: the system and the interpreter
+# (mounted apart, above), nothing else. Home, the project, its data and caches (the
+# benchmarks' reference solutions, evalplus's expected outputs, the probes' tests) are not
+# there, so a sample cannot read the answers it is judged against.
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 
 # Prepended to every program: read the per-run nonce, then (as root) become `nobody`.
 PRELUDE = r"""
@@ -89,9 +94,13 @@ def bwrap_argv(work: str, code: str, die_with_parent: bool) -> list[str]:
     mounts = ["--ro-bind", sys.base_prefix, SANDBOX_PYTHON]
     if sys.prefix != sys.base_prefix:  # a virtual environment: its packages too
         mounts += ["--ro-bind", sys.prefix, SANDBOX_VENV]
+    # The interpreter's prefix also where it was installed: its site module finds its
+    # packages there.
+    system = [arg for path in dict.fromkeys((*SYSTEM_PATHS, sys.base_prefix, sys.prefix))
+              for arg in ("--ro-bind-try", path, path)]
     return [
         "bwrap",
-        "--ro-bind", "/", "/",
+        *system,
         "--dev", "/dev",
         "--proc", "/proc",
         "--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp",

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def canary():
-    """A file in a host directory that the sandbox sees (read-only): attacks target it."""
+    """A file in a host directory (the sandbox sees only the system's directories, read-only,
+    so not this one): attacks target it."""
     path = f"/var/tmp/stages-canary-{uuid.uuid4().hex}"
     with open(path, "w") as f:
         f.write("intact")
@@ -76,6 +77,10 @@ def hostile_samples(canary: str, port: int) -> dict[str, tuple[str, list[str]]]:
         "open a socket": (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), 2)\n"
                           "connected = s is not None\n",
                           ["assert connected"]),
+        "write a system directory": ("open('/etc/stages-pwned', 'w').write('x')\nwrote = True\n",
+                                     ["assert wrote"]),
+        "read the project": ("import os\nseen = os.listdir(" + repr(os.getcwd()) + ")\n",
+                             ["assert seen"]),
         "os.system": (f"import os\nrc = os.system('echo pwned > {canary}')\n",
                       [f"assert rc == 0 and open({canary!r}).read().startswith('pwned')"]),
         "posix.system": (f"import posix\nrc = posix.system('rm -f {canary}')\n",
@@ -107,7 +112,7 @@ def test_every_hostile_sample_fails_and_the_host_is_unharmed(canary, listener):
     start = time.monotonic()
     outcomes = dict(zip(samples, run_many(list(samples.values()), 5.0, "hostile"), strict=True))
     assert {name: o.status for name, o in outcomes.items() if o.passed} == {}
-    assert open(canary).read() == "intact"
+    assert open(canary).read() == "intact" and not os.path.exists("/etc/stages-pwned")
     assert accepted == []
     assert time.monotonic() - start < 120
     assert outcomes["endless loop"].status == "timeout"

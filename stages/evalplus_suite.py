@@ -9,6 +9,7 @@ them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does `sc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
 # evalplus's own memory cap for a sample (reliability_guard); ours matches it so a sample
 # that fits under evalplus fits here too.
 MEMORY_BYTES = 4 << 30
+# evalplus 0.3.1 checks HumanEval/32 (find_zero) by the polynomial's value and then skips
+# the line that counts the input as done, so the split never has all its inputs done and
+# fails whatever the sample returns (the canonical solution too); its verdict is kept.
+NEVER_COUNTED = {("humaneval", "find_zero")}
 # What the child that runs a sample imports, loaded once by a warm sandbox's server
 # (SandboxPool) so that each forked child starts with them.
 PRELOAD = ("contextlib", "json", "evalplus.eval.utils", "numpy")
@@ -143,6 +148,8 @@ def run_split(bench: Benchmark, problem: dict, code: str, split: str, expected: 
                     return "fail", "wrong_answer"
         except SampleFailed as err:
             return verdict_of(err)
+    if (dataset, entry_point) in NEVER_COUNTED:
+        return "fail", "wrong_answer"
     return "pass", None
 
 
@@ -162,16 +169,7 @@ def matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float) ->
     task's is 0 and the expected value is float: evalplus then keeps 1e-6 for the remaining
     inputs of the split, and so does this). Any exception in the comparison is a fail, as
     there. `out` is a plain value decoded here, so every == below is Python's own."""
-    import numpy as np
-    from evalplus.eval import is_floats
-    from evalplus.eval._special_oracle import (
-        MBPP_OUTPUT_NOT_NONE_TASKS,
-        MBPP_OUTPUT_SET_EQ_TASKS,
-        _digit_distance_nums,
-        _poly,
-        _surface_Area,
-    )
-
+    np, is_floats, oracles = _evalplus_rules()
     try:
         exact = out == exp
         if dataset == "mbpp":
@@ -180,15 +178,15 @@ def matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float) ->
             elif entry_point == "sum_div":  # Mbpp/295
                 exact = exact or out == 0
             elif entry_point == "surface_Area":  # Mbpp/581
-                exact = exact or abs(out - _surface_Area(*inp)) <= atol
+                exact = exact or abs(out - oracles._surface_Area(*inp)) <= atol
             elif entry_point == "digit_distance_nums":  # Mbpp/558
-                exact = exact or out == _digit_distance_nums(*inp)
-            elif entry_point in MBPP_OUTPUT_SET_EQ_TASKS:
+                exact = exact or out == oracles._digit_distance_nums(*inp)
+            elif entry_point in oracles.MBPP_OUTPUT_SET_EQ_TASKS:
                 exact = set(out) == set(exp)
-            elif entry_point in MBPP_OUTPUT_NOT_NONE_TASKS:
+            elif entry_point in oracles.MBPP_OUTPUT_NOT_NONE_TASKS:
                 exact = out == exp if isinstance(out, bool) else exp == (out is not None)
         if dataset == "humaneval" and entry_point == "find_zero":
-            return bool(abs(_poly(*inp, out)) <= atol), atol
+            return bool(abs(oracles._poly(*inp, out)) <= atol), atol
         if atol == 0 and is_floats(exp):
             atol = 1e-6
         if not exact and atol != 0:
@@ -198,3 +196,12 @@ def matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float) ->
         return bool(exact), atol
     except Exception:
         return False, atol
+
+
+@functools.cache
+def _evalplus_rules():
+    # Imported late (evalplus reads its environment at import), once.
+    import numpy
+    from evalplus.eval import _special_oracle, is_floats
+
+    return numpy, is_floats, _special_oracle

@@ -365,20 +365,28 @@ class Remote:
         """Ask for all `requests` ([args, kwargs, limit_s], encoded) at once and yield
         ("value", value) or ("error", exception) for each, as the answers arrive."""
         self.box.to_child({"call": name, "calls": requests})
-        for _ in requests:
-            message = self.answer()
-            if "value" in message and isinstance(message["value"], str):
-                try:
-                    yield "value", plain.decode(message["value"])
-                except plain.NotPlain as err:
-                    yield "error", SampleFailed("wrong_answer", f"not a plain value: {err}")
-            elif "not_plain" in message:
-                yield "error", SampleFailed("wrong_answer",
-                                            f"not a plain value: {message['not_plain']}"[:300])
-            elif "error" in message:
-                yield "error", self.error(message["error"])
-            else:
-                raise SampleFailed("crashed", "an answer that is no value")
+        left = len(requests)
+        while left > 0:
+            batch = self.answer().get("answers")
+            if not isinstance(batch, list) or not 0 < len(batch) <= left:
+                raise SampleFailed("crashed", "an answer that is no batch of values")
+            left -= len(batch)
+            yield from map(self.read_answer, batch)
+
+    def read_answer(self, message) -> tuple[str, object]:
+        if not isinstance(message, dict):
+            return "error", SampleFailed("crashed", "an answer that is not an object")
+        if "value" in message and isinstance(message["value"], str):
+            try:
+                return "value", plain.decode(message["value"])
+            except plain.NotPlain as err:
+                return "error", SampleFailed("wrong_answer", f"not a plain value: {err}")
+        if "not_plain" in message:
+            return "error", SampleFailed("wrong_answer",
+                                         f"not a plain value: {message['not_plain']}"[:300])
+        if "error" in message:
+            return "error", self.error(message["error"])
+        return "error", SampleFailed("crashed", "an answer that is no value")
 
     def answer(self) -> dict:
         message = self.box.from_child(self.deadline)
@@ -461,13 +469,13 @@ PROGRAMS = {}
 
 
 def read_exact(fd, n):
-    data = b""
+    data = bytearray()
     while len(data) < n:
-        chunk = os.read(fd, n - len(data))
+        chunk = os.read(fd, min(n - len(data), 1 << 20))
         if not chunk:
             raise EOFError
         data += chunk
-    return data
+    return bytes(data)
 
 
 def read_host():
@@ -477,8 +485,9 @@ def read_host():
 
 
 def write_all(fd, data):
-    while data:
-        data = data[os.write(fd, data):]
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def to_host(kind, payload):
@@ -560,11 +569,11 @@ def clean(pid, rundir):
 def relay(job_id, requests, answers):
     # Until the host ends the session: its bytes to the child (requests), the child's
     # frames (answers, each capped) to the host. Returns when the host says "end".
-    buffer, open_ = b"", True
+    buffer, open_ = bytearray(), True
     while True:
         ready = select.select([0, answers] if open_ else [0], [], [])[0]
         if answers in ready:
-            chunk = os.read(answers, 1 << 16)
+            chunk = os.read(answers, 1 << 20)
             buffer += chunk
             while open_ and len(buffer) >= 4:
                 size = struct.unpack(">I", buffer[:4])[0]
@@ -573,11 +582,11 @@ def relay(job_id, requests, answers):
                     break
                 if len(buffer) < 4 + size:
                     break
-                to_host(b"C", buffer[4:4 + size])
-                buffer = buffer[4 + size:]
+                to_host(b"C", bytes(buffer[4:4 + size]))
+                del buffer[:4 + size]
             if not chunk:
                 open_ = False
-                buffer = b""
+                buffer = bytearray()
                 to_host(b"J", json.dumps({"id": job_id, "eof": True}).encode())
         if 0 in ready:
             kind, payload = read_host()
@@ -728,16 +737,16 @@ class WarmSandbox:
         fd = self.proc.stdout.fileno()
 
         def read_exact(n: int) -> bytes:
-            data = b""
+            data = bytearray()
             while len(data) < n:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     raise TimeoutError
-                chunk = os.read(fd, n - len(data))
+                chunk = os.read(fd, min(n - len(data), 1 << 20))
                 if not chunk:
                     raise EOFError
                 data += chunk
-            return data
+            return bytes(data)
 
         data = read_exact(struct.unpack(">I", read_exact(4))[0])
         return data[:1], data[1:]

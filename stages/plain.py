@@ -1,9 +1,11 @@
 """Plain values across the sandbox boundary: a tagged JSON with no code in it.
 
 What a sample's function returns comes back to the judge as data, never as an object of the
-sample's: None, bool, int, str as JSON; every other value as a one-key object naming its
-type: {"f": repr} float (nan and inf included), {"c": [re, im]} complex, {"b": hex} bytes,
-{"L": [...]} list, {"T": [...]} tuple, {"S": [...]} set, {"F": [...]} frozenset,
+sample's: None, bool, str, 64-bit ints and finite floats as JSON (whose syntax tells 2 from 2.0);
+every other value as a one-key object naming its type: {"i": hex} a larger int, {"f": repr}
+nan and inf, {"c": [re, im]} complex, {"b": hex} bytes,
+{"L": [...]} list, {"T": [...]} tuple ({"Ld"/"Td": [base64 doubles, [[i, int], ...]]} for
+a long one of floats and ints), {"S": [...]} set, {"F": [...]} frozenset,
 {"D": [[k, v], ...]} dict (any plain hashable key), {"n": [dtype, value]} a numpy scalar and
 {"a": [dtype, shape, [values]]} a numpy array of a numeric or bool dtype. The judge decodes
 with `decode`, which accepts nothing else, so an object with an `__eq__` of its own cannot
@@ -14,10 +16,17 @@ that runs the sample, so it imports only the standard library (numpy only when t
 one of its types) and has no `from __future__` line.
 """
 
+import array
+import base64
+import binascii
+import itertools
 import json
 import math
+import operator
 
-NUMPY_KINDS = "biufc"  # bool, signed and unsigned ints, floats, complex: never object dtype
+NATIVE = frozenset({type(None), bool, int, float, str})  # what JSON holds as it is
+NUMPY_KINDS = "biufc"
+PACKED_MIN = 64  # a longer list of numbers with floats goes as packed doubles (C speed)  # bool, signed and unsigned ints, floats, complex: never object dtype
 MAX_DEPTH = 200
 
 
@@ -41,18 +50,29 @@ def _tagged(x, depth):
     t = type(x)
     if x is None or t is bool or t is str:
         return x
-    if t is int:
-        return x
-    if t is float:
-        return {"f": repr(x)}
+    if t is int:  # beyond 64 bits in hex: JSON's decimal ints stop at 4,300 digits
+        return x if -(1 << 63) <= x < (1 << 63) else {"i": format(x, "x")}
+    if t is float:  # JSON's own syntax (repr, exact) tells it from an int; nan, inf tagged
+        return x if math.isfinite(x) else {"f": repr(x)}
     if t is complex:
         return {"c": [repr(x.real), repr(x.imag)]}
     if t is bytes:
         return {"b": x.hex()}
-    if t is list:
-        return {"L": [_tagged(v, depth + 1) for v in x]}
-    if t is tuple:
-        return {"T": [_tagged(v, depth + 1) for v in x]}
+    if t is list or t is tuple:
+        tag = "L" if t is list else "T"
+        kinds = set(map(type, x))
+        if len(x) >= PACKED_MIN and float in kinds and kinds <= {int, float}:
+            where = itertools.compress(range(len(x)), map(operator.is_, map(type, x),
+                                                          itertools.repeat(int)))
+            ints = [[i, x[i]] for i in where] if int in kinds else []
+            if all(-(1 << 63) <= v < (1 << 63) for _, v in ints):
+                floats = array.array("d", x)  # ints too, exactly below 2**53; put back below
+                return {tag + "d": [base64.b64encode(floats.tobytes()).decode(), ints]}
+        if kinds <= NATIVE and (int not in kinds or all(
+                -(1 << 63) <= v < (1 << 63) for v in x if type(v) is int)) and (
+                float not in kinds or all(math.isfinite(v) for v in x if type(v) is float)):
+            return {tag: list(x)}  # JSON as it is: the fast path for long outputs
+        return {tag: [_tagged(v, depth + 1) for v in x]}
     if t is set or t is frozenset:
         return {"S" if t is set else "F": [_tagged(v, depth + 1) for v in x]}
     if t is dict:
@@ -88,7 +108,7 @@ def decode(text: str):
         return _untagged(raw, 0)
     except RecursionError:
         raise NotPlain("nested too deeply") from None
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, binascii.Error) as err:
         if isinstance(err, NotPlain):
             raise
         raise NotPlain(f"{type(err).__name__}: {err}") from None
@@ -101,19 +121,33 @@ def _no_constant(name):
 def _untagged(x, depth):
     if depth > MAX_DEPTH:
         raise NotPlain("nested too deeply")
-    if x is None or type(x) in (bool, int, str):
+    if type(x) in NATIVE:
         return x
     if type(x) is not dict or len(x) != 1:
         raise NotPlain(f"untagged {type(x).__name__}")
     (tag, v), = x.items()
     if tag == "f" and type(v) is str:
         return float(v)
+    if tag == "i" and type(v) is str:
+        return int(v, 16)
     if tag == "c" and _pair_of_str(v):
         return complex(float(v[0]), float(v[1]))
     if tag == "b" and type(v) is str:
         return bytes.fromhex(v)
+    if tag in ("Ld", "Td") and type(v) is list and len(v) == 2 and type(v[0]) is str \
+            and type(v[1]) is list:
+        raw = base64.b64decode(v[0], validate=True)
+        if len(raw) % 8:
+            raise NotPlain("packed doubles of a length that is no multiple of 8")
+        values = array.array("d", raw).tolist()
+        for pair in v[1]:
+            if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is int
+                    and type(pair[1]) is int and 0 <= pair[0] < len(values)):
+                raise NotPlain("a malformed int in packed doubles")
+            values[pair[0]] = pair[1]
+        return values if tag == "Ld" else tuple(values)
     if tag in ("L", "T", "S", "F") and type(v) is list:
-        items = [_untagged(i, depth + 1) for i in v]
+        items = v if set(map(type, v)) <= NATIVE else [_untagged(i, depth + 1) for i in v]
         return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](items)
     if tag == "D" and type(v) is list and all(type(p) is list and len(p) == 2 for p in v):
         return {_untagged(k, depth + 1): _untagged(i, depth + 1) for k, i in v}

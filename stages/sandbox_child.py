@@ -99,13 +99,14 @@ def serve(job, rfd, wfd):
         # split of small calls costs one round of pipes per batch, and a failing one is
         # still seen within FLUSH_S of its failure.
         batch, size, flushed = [], 0, time.monotonic()
-        for i, (args, kwargs, seconds) in enumerate(request["calls"]):
+        for args, kwargs, seconds in request["calls"]:
             batch.append(answer(fn, args, kwargs, seconds, quiet, limit, timeout_type))
             size += len(batch[-1].get("value") or "")
-            if (i == len(request["calls"]) - 1 or size > (1 << 20)
-                    or time.monotonic() - flushed > FLUSH_S):
+            if size > (1 << 20) or time.monotonic() - flushed > FLUSH_S:
                 write_message(wfd, {"answers": batch})
                 batch, size, flushed = [], 0, time.monotonic()
+        if batch:
+            write_message(wfd, {"answers": batch})
 
 
 def answer(fn, args, kwargs, seconds, quiet, limit, timeout_type):

@@ -40,7 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stages.compose import flatten
-from stages.config import run_stage
+from stages.config import VARIANTS, run_stage
 from stages.io import DataError, atomic_write_text, parse_jsonl
 
 # worst first; every other verdict sorts after them. inconclusive: the probes cannot tell
@@ -397,7 +397,7 @@ def replies_section(head: Revision, snap: dict) -> str:
 
 
 def flips_text(head: Revision, snap: dict, suite: str, cap: int | None) -> str:
-    variants = ("base", "sft", "dpo")
+    variants = VARIANTS
     tasks, missing = {}, []
     for v in variants:
         path = f"{snap['metrics']}/tasks/{v}/{suite}.jsonl"

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import get_args
 
-from stages.config import SummaryStage, Variant, load, run_stage
+from stages.config import VARIANTS, SummaryStage, load, run_stage
 from stages.forgetting import retention
 from stages.io import DataError, MissingInput, read_jsonl, write_json
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
 
-VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
 LEARNED_FORGOT = "learned_forgot"  # the one entry of summary.json that is not a suite

@@ -54,6 +54,7 @@ BENCHMARKS = {
     "bigcodebench_canonical": "python benchmarks/bigcodebench_canonical.py --data "
                               "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl",
     "paired_coverage": "python benchmarks/paired_coverage.py",
+    "sandbox_bench": f"python benchmarks/sandbox_bench.py --humaneval {HUMANEVALPLUS}",
 }
 RECORD_KEYS = ("name", "title", "command", "machine", "date", "figures", "notes")
 FIGURE_KEYS = ("label", "value", "unit")

@@ -8,16 +8,17 @@ it held, evalplus's expected outputs in its job file) most of them passed."""
 
 from __future__ import annotations
 
-# What each forgery would print as its verdict, for each harness that ever read one.
-VERDICTS = ('{"status": "passed"}', '{"status": "pass", "failure": null}',
-            '{"status": "pass", "failure": null, "detail": "", "ran": []}')
-EMIT = f"""
-def _emit(nonce):
+# What each forgery prints as its verdict: in the shape the harness it found reads (the
+# evalplus and BigCodeBench harnesses said "pass", the code harness "passed").
+EMIT = """
+def _emit(nonce, scope):
     import os
-    for verdict in {VERDICTS!r}:
-        os.write(1, ("RESULT " + nonce + " " + verdict + "\\n").encode())
+    status = "pass" if "ev" in scope or "Result" in scope else "passed"
+    verdict = '{"status": "%s", "failure": null, "detail": "", "ran": []}' % status
+    os.write(1, ("RESULT " + nonce + " " + verdict + "\\n").encode())
     os._exit(0)
 """
+VERDICTS = ('{"status": "passed"}', '{"status": "pass", "failure": null}')
 
 FORGERIES = {
     # Walk up the interpreter's frames to the runner's, take its nonce, print a pass.
@@ -29,7 +30,7 @@ def ENTRY(*args, **kwargs):
         for scope in (frame.f_locals, frame.f_globals):
             for key, value in list(scope.items()):
                 if "nonce" in str(key).lower() and isinstance(value, str):
-                    _emit(value)
+                    _emit(value, frame.f_globals)
         frame = frame.f_back
     return float("nan")
 """,
@@ -41,7 +42,7 @@ def ENTRY(*args, **kwargs):
         if isinstance(obj, dict):
             for key in ("NONCE", "nonce"):
                 if isinstance(obj.get(key), str):
-                    _emit(obj[key])
+                    _emit(obj[key], obj)
             if "expected" in obj and "inputs" in obj:
                 for inp, exp in zip(obj["inputs"], obj["expected"]):
                     if list(inp) == list(args):

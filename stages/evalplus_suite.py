@@ -1,5 +1,5 @@
-"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules, every
-sample executed in our sandbox rather than in evalplus's guard.
+"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules: every
+sample executed in our sandbox (under evalplus's own guard there), its outputs compared here.
 
 evalplus 0.3.1 facts this relies on: the dataset override paths are read from the
 environment when evalplus is imported (so they are set here on its modules directly); a plain .jsonl gives the md5 that public

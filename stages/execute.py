@@ -1,16 +1,21 @@
 """Run untrusted Python (model-written code, injected defects) against asserts, in a sandbox.
 
-Every program runs in its own bubblewrap sandbox (Debian package `bubblewrap`):
-  - the whole file system read-only, a fresh tmpfs /tmp, and a throwaway work directory as
-    the only writable place, deleted afterwards;
+Every program runs in a bubblewrap sandbox (Debian package `bubblewrap`):
+  - only the system's directories and the interpreter, read-only (SYSTEM_PATHS), a fresh
+    tmpfs /tmp and a throwaway work directory as the only writable place, deleted
+    afterwards;
   - no network (its own empty network namespace), its own pid, ipc and uts namespaces, so
     it can neither reach nor signal any process outside;
   - as an unprivileged user (uid 65534 when the pipeline runs as root), so the process
     limit holds and no capability is left;
   - limits on address space, CPU time, file size and process count, and a wall-clock
     timeout enforced from this side, which kills the whole sandbox.
-The program reports its verdict next to a nonce it read from stdin before the untrusted
-code ran, so code that exits early with status 0, or prints a verdict, does not pass.
+The verdict is not the sandbox's to give: the child that runs a sample only answers calls
+of its functions with plain values (stages/sandbox_child.py, stages/plain.py), and
+run_tests (and evalplus_suite.check) compare them here, where the sample cannot reach; see
+the comment above SERVER. run_program, for BigCodeBench's unittest form only, still runs
+solution and tests in one process reporting next to a nonce (what guards it:
+stages/suites/bigcodebench.py).
 
 Where bubblewrap cannot start, execution is refused unless the caller opts into running
 without a sandbox (`unsafe_execution: true`), which only isolates by process.
@@ -204,10 +209,11 @@ def run_tests(code: str, tests: list[str], timeout_s: float, *, sandbox: bool = 
 def run_program(program: str, files: dict[str, bytes], timeout_s: float, memory_bytes: int,
                 sandbox: bool, env: dict[str, str] | None = None) -> ProgramResult:
     """Run a trusted `program` (which may exec untrusted code) with `files` in ./work,
-    read-only. It reports by printing `RESULT <NONCE> <json>`; the nonce comes on stdin, so
-    a sample that exits early or prints a marker of its own reports nothing. (Code in the
-    same process that inspects the program's frames could find the nonce: the sandbox
-    guards the host, not the score against deliberate forgery.)"""
+    read-only, in a fresh sandbox. It reports by printing `RESULT <NONCE> <json>`; the nonce
+    comes on stdin, so a sample that exits early or prints a marker of its own reports
+    nothing. Code in the same process that inspects the program's frames could find the
+    nonce, so only BigCodeBench uses this (behind its forgery_marks screen); every other
+    suite judges by run_tests or evalplus_suite.check, outside the sandbox."""
     nonce = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="stages-exec-") as scratch:
         work = os.path.join(scratch, "work")

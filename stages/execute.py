@@ -335,6 +335,8 @@ class Remote:
         for name, what in self.defined.items():
             if not isinstance(name, str) or not name.isidentifier() or not isinstance(what, dict):
                 continue
+            if hasattr(builtins, name):  # `abs` of the sample's own would judge the test's abs()
+                continue
             if what.get("call") is True:
                 env[name] = self.function(name)
             elif isinstance(what.get("value"), str):

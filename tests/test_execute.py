@@ -46,6 +46,14 @@ def test_code_runs_in_a_throwaway_directory(tmp_path):
     assert not marker.exists() and not os.path.exists("x.txt")
 
 
+def test_a_sample_cannot_shadow_the_builtins_the_test_uses():
+    tests = ["assert abs(half(1) - 0.5) < 1e-6", "assert sorted([half(2), 0]) == [0, 1.0]"]
+    assert run_tests("def half(x):\n    return x / 2\n", tests, 10).passed
+    forged = ("def abs(x):\n    return 0\ndef sorted(x):\n    return [0, 1.0]\n"
+              "def half(x):\n    return float('nan')\n")
+    assert run_tests(forged, tests, 10).status == "wrong_answer"
+
+
 def test_run_many_keeps_input_order():
     jobs = [(ADD, TESTS), ("def add(a, b):\n    return 0\n", TESTS), (ADD, TESTS)]
     assert [o.passed for o in run_many(jobs, 10, "test")] == [True, False, True]

@@ -344,7 +344,7 @@ class Remote:
                     env[name] = plain.decode(what["value"])
                 except plain.NotPlain:
                     pass
-            elif what.get("module") in LENDABLE_MODULES:
+            elif what.get("module") == name and name in LENDABLE_MODULES:
                 env[name] = importlib.import_module(what["module"])
         return env
 

@@ -57,6 +57,7 @@ BENCHMARKS = {
     "paired_coverage": "python benchmarks/paired_coverage.py",
     # README.md's sweep table (benchmarks/figures.py renders it from this record).
     "sweep": "python benchmarks/sweep.py sft.lora.r=8,16,32",
+    "sandbox_bench": f"python benchmarks/sandbox_bench.py --humaneval {HUMANEVALPLUS}",
 }
 # Listed benchmarks with no committed record yet, and why: the page names them and their
 # command under "Not run yet"; tests/test_benchmarks.py fails once a record exists for one

@@ -13,7 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stages.config import EvalConfig, ModelConfig, PathsConfig, Strict, load, run_stage
+from stages.config import (
+    VARIANTS,
+    EvalConfig,
+    ModelConfig,
+    PathsConfig,
+    Strict,
+    load,
+    run_stage,
+)
 from stages.generate import decoding, generate
 from stages.modeling import load_tokenizer, load_variant
 
@@ -27,7 +35,7 @@ class ChatStage(Strict):
 
 def main(argv: list[str] | None = None, cfg: ChatStage | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="sft", choices=["base", "sft", "dpo"])
+    parser.add_argument("--variant", default="sft", choices=VARIANTS)
     parser.add_argument("--prompt", help="one message; print the reply and exit")
     args = parser.parse_args(argv)
     cfg = cfg or load(ChatStage)

@@ -2,7 +2,8 @@
 
 `dvc repro` never composes, so after editing conf/ run this before `dvc repro`:
 
-    python -m stages.compose                      # conf/ defaults -> params.yaml
+    python -m stages.compose                      # conf/ defaults -> params.yaml (and the
+                                                  # eval matrix's variants in dvc.yaml)
     python -m stages.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
     python -m stages.compose --check              # exit 1, naming what is stale (CI's gate)
 
@@ -11,7 +12,8 @@ stage knows stops it, named with the nearest known key. `--check` fails, naming 
 wrong, when
 - params.yaml is not the composition of conf/ (the keys that differ);
 - dvc.yaml's params and deps disagree with what each stage reads (stages/config.py's stage
-  models, the modules each stage imports, the folders of the input files it accepts);
+  models, the modules each stage imports, the folders of the input files it accepts), or its
+  eval matrix's variants are not stages.config.VARIANTS, or a trained variant has no stage;
 - dvc.lock is stale against the code, data and params in the working tree (the stages
   `dvc repro` would run). Works in a clone without DVC cache, as CI has it: outputs a clone
   lacks count as missing data, not as changes (`dvc repro --allow-missing --dry`).
@@ -31,6 +33,8 @@ import yaml
 
 from stages.config import (
     PARAMS_FILE,
+    TRAINED,
+    VARIANTS,
     BaseStage,
     Config,
     ConfigError,
@@ -168,6 +172,7 @@ def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
             problems.append(f"{name}: deps lack {lacking}, the folders of the input files it "
                             "accepts (Stage.input_dirs)")
     problems += output_path_problems(stages)
+    problems += variant_problems(stages)
     return problems
 
 
@@ -187,6 +192,31 @@ def output_path_problems(stages: dict[str, Any]) -> list[str]:
     folders = {str(Path(p).parent.parent) for p in (tasks, metrics)}
     if not folders <= set(stages["summary"]["deps"]):
         problems.append(f"summary: deps lack {sorted(folders - set(stages['summary']['deps']))}")
+    return problems
+
+
+# The one line of dvc.yaml written from the code: the eval matrix's variants.
+MATRIX_VARIANTS = re.compile(r"^(  eval:\n    matrix:\n      variant: )\[[^\]\n]*\]$", re.M)
+
+
+def with_variants(text: str) -> str:
+    """dvc.yaml's text with its eval matrix over stages.config.VARIANTS."""
+    if not MATRIX_VARIANTS.search(text):
+        raise ConfigError(f"{DVC_YAML}: no `eval: matrix: variant: [...]` lines to write the "
+                          "variants into; restore them (stages.compose writes the list)")
+    return MATRIX_VARIANTS.sub(lambda m: f"{m.group(1)}[{', '.join(VARIANTS)}]", text)
+
+
+def variant_problems(stages: dict[str, Any]) -> list[str]:
+    problems = []
+    if stages["eval"].get("matrix", {}).get("variant") != list(VARIANTS):
+        problems.append(f"eval: matrix variants are {stages['eval'].get('matrix', {}).get('variant')}"
+                        f", stages.config.VARIANTS are {list(VARIANTS)}: run `python -m "
+                        "stages.compose`")
+    for variant in TRAINED:
+        if variant not in stages:
+            problems.append(f"{variant}: no stage of that name (every trained variant in "
+                            "stages.config.VARIANTS is trained by the stage named for it)")
     return problems
 
 
@@ -234,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
+        dvc_yaml = DVC_YAML.read_text(encoding="utf-8")
+        if with_variants(dvc_yaml) != dvc_yaml:
+            atomic_write_text(DVC_YAML, with_variants(dvc_yaml))
+            print(f"wrote {DVC_YAML} (eval matrix variants {list(VARIANTS)})")
         return 0
 
     problems = [p for p in [params_problem(text, args.out)] if p]

@@ -528,7 +528,13 @@ class LmEvalTaskConfig(Strict):
     examples as earlier turns; false: plain text, the harness's default."""
     max_gen_toks: PosInt | None
     """Generated tasks (gsm8k): longest reply in tokens; null: the harness's 256."""
-Variant = Literal["base", "sft", "dpo"]
+# The model variants, in order: base first (every other one is compared with it), then each
+# trained one, named as its dvc.yaml stage, its models/ folder and its metrics. The one list:
+# the eval matrix in dvc.yaml (written by `python -m stages.compose`), eval's and summary's
+# variants, the report's and chat's choices all come from it.
+VARIANTS = ("base", "sft", "dpo")
+TRAINED = VARIANTS[1:]
+Variant = Literal[VARIANTS]
 
 
 class EvalRun(Strict):

@@ -21,18 +21,15 @@ from __future__ import annotations
 import argparse
 import time
 from types import ModuleType
-from typing import get_args
 
 from stages import diversity, suites
-from stages.config import EvalStage, StageError, Variant, load, run_stage
+from stages.config import VARIANTS, EvalStage, StageError, load, run_stage
 from stages.generate import Decoding, GenerationCost, decoding, generate
 from stages.io import write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.numerics import pin_torch
 from stages.runinfo import run_info
 from stages.vllm_backend import VllmModel
-
-VARIANTS = get_args(Variant)  # ("base", "sft", "dpo")
 
 
 def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:

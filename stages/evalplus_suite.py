@@ -1,5 +1,5 @@
-"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules, every
-sample executed in our sandbox rather than in evalplus's guard.
+"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules: every
+sample executed in our sandbox (under evalplus's own guard there), its outputs compared here.
 
 evalplus 0.3.1 facts this relies on: the dataset override paths are read from the
 environment when evalplus is imported (so they are set here on its modules directly); a plain .jsonl gives the md5 that public
@@ -9,13 +9,14 @@ them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does `sc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.execute import SandboxPool, run_program
+from stages import plain
+from stages.execute import OUT_OF_TIME, SampleFailed, SandboxPool, remote_session
 from stages.io import DataError, MissingInput
 
 DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
@@ -23,67 +24,16 @@ DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
 # evalplus's own memory cap for a sample (reliability_guard); ours matches it so a sample
 # that fits under evalplus fits here too.
 MEMORY_BYTES = 4 << 30
-# What the harness imports, loaded once by a warm sandbox's server (SandboxPool) so that each
-# forked child starts with them.
-PRELOAD = ("contextlib", "json", "pickle", "evalplus.eval", "evalplus.eval.utils")
-
-HARNESS = r"""
-import contextlib, json, pickle, sys
-import evalplus.eval as ev
-from evalplus.eval.utils import TimeoutException
-
-class Box:
-    def __init__(self, value):
-        self.value = value
-
-# One split per process: evalplus's reliability_guard disables os functions for good.
-job = pickle.load(open(WORK + "/job.pkl", "rb"))
-
-# Why a split fails, without touching how evalplus decides that it does: unsafe_execute runs
-# the solution's definition, then each call, inside swallow_io, so an exception leaving block
-# k (0: the definition, i + 1: the call on input i) is what the solution raised there. It is
-# noted and passes on unchanged; the solution's own frames and recursion depth are as before.
-raised, blocks, evalplus_swallow_io = {}, [0], ev.swallow_io
-
-@contextlib.contextmanager
-def observed_io():
-    block = blocks[0]
-    blocks[0] += 1
-    with evalplus_swallow_io():
-        try:
-            yield
-        except BaseException as err:
-            if isinstance(err, TimeoutException):  # evalplus's per-input time limit
-                raised[block] = "timeout"
-            elif block == 0 and isinstance(err, KeyError) and err.args == (job["entry_point"],):
-                raised[block] = "runtime_error:NameError"  # no such function, as a call says
-            else:
-                raised[block] = "runtime_error:" + type(err).__name__
-            raise
-
-ev.swallow_io = observed_io
-stat, progress = Box(ev._UNKNOWN), Box(0)
-details = [False] * len(job["inputs"])
-ev.unsafe_execute(job["dataset"], job["entry_point"], job["code"], job["inputs"],
-                  job["expected"], job["time_limits"], job["atol"], True,
-                  stat, details, progress)
-status = ev._mapping[stat.value] or "timeout"
-done = details[: progress.value]
-if status == ev.PASS and (len(done) != len(details) or not all(done)):
-    status = ev.FAIL
-# With fast_check evalplus stops at the first failing input i, leaving progress at i + 1, or
-# at 0 when the definition fails: the failing block is progress. No exception there means the
-# call returned and the comparison with the expected output failed.
-failure = None
-if status != ev.PASS:
-    failure = raised.get(progress.value, "wrong_answer")
-    if progress.value == 0:
-        try:
-            compile(job["code"], "solution.py", "exec")
-        except (SyntaxError, ValueError):
-            failure = "syntax_error"
-print("RESULT " + NONCE + " " + json.dumps({"status": status, "failure": failure}), flush=True)
-"""
+# evalplus 0.3.1 checks HumanEval/32 (find_zero) by the polynomial's value and then skips
+# the line that counts the input as done, so the split never has all its inputs done and
+# fails whatever the sample returns (the canonical solution too); its verdict is kept.
+NEVER_COUNTED = {("humaneval", "find_zero")}
+# What an object that is not a plain value is on this side, for the MBPP tasks whose oracle
+# asks only whether the output is None: not None, not a bool, equal to nothing else.
+OPAQUE = object()
+# What the child that runs a sample imports, loaded once by a warm sandbox's server
+# (SandboxPool) so that each forked child starts with them.
+PRELOAD = ("contextlib", "json", "evalplus.eval.utils", "numpy")
 
 
 @dataclass(frozen=True)
@@ -152,31 +102,112 @@ def check(bench: Benchmark, task_id: str, code: str, unsafe: bool,
           pool: SandboxPool | None = None) -> dict[str, str | None]:
     """{"base": status, "plus": status, "failure": kind} for one solution, statuses as evalplus
     names them (pass, fail, timeout). The kind says why the first failing split failed, at
-    its first failing input: syntax_error, runtime_error:<Type>, wrong_answer, timeout (the
-    per-input limit or the whole split's), crashed (ended without a verdict); None when
-    both pass. It never changes a status. With a `pool` (sandbox_pool) each split runs in a
-    child forked in one of its warm sandboxes, else in a sandbox of its own."""
+    its first failing input: syntax_error, runtime_error:<Type>, wrong_answer (a value that
+    differs, or is not a plain value), timeout (the per-input limit or the whole split's),
+    crashed (ended without an answer); None when both pass. With a `pool` (sandbox_pool) each
+    split runs in a child forked in one of its warm sandboxes, else in a sandbox of its own.
+
+    As evalplus's unsafe_execute does, the sample is defined and called on each input in
+    turn under its reliability_guard, swallow_io and per-input time_limit, in a child of its
+    own per split; unlike it, the child only answers with each return value (stages/plain.py)
+    and the comparison with the expected output (`matches`) is made here, so the sample
+    never sees the expected outputs and cannot forge a verdict."""
     problem, expected = bench.problems[task_id], bench.expected[task_id]
     out, failures = {}, []
     for split in ("base", "plus"):
-        limits = time_limits(expected[f"{split}_time"])
-        job = {"dataset": DATASETS[bench.name][0], "entry_point": problem["entry_point"],
-               "code": code, "atol": problem["atol"], "inputs": problem[f"{split}_input"],
-               "expected": expected[split], "time_limits": limits}
-        # evalplus's own budget: the per-input limits, at most 60 s, plus process overhead.
-        files = {"job.pkl": pickle.dumps(job)}
-        timeout_s = min(60.0, sum(limits)) + 10
-        env = {"EVALPLUS_MAX_MEMORY_BYTES": str(MEMORY_BYTES)}
-        if pool is not None:
-            result = pool.run(HARNESS, files, timeout_s, MEMORY_BYTES, env)
-        else:
-            result = run_program(HARNESS, files, timeout_s, MEMORY_BYTES, sandbox=not unsafe,
-                                 env=env)
-        if result.payload is None:
-            out[split] = "timeout" if result.timed_out else "fail"
-            failures.append("timeout" if result.timed_out else "crashed")
-        else:
-            out[split] = result.payload["status"]
-            failures.append(result.payload["failure"])
+        out[split], failure = run_split(bench, problem, code, split, expected, unsafe, pool)
+        failures.append(failure)
     out["failure"] = next((f for f in failures if f is not None), None)
     return out
+
+
+def run_split(bench: Benchmark, problem: dict, code: str, split: str, expected: dict,
+              unsafe: bool, pool: SandboxPool | None) -> tuple[str, str | None]:
+    try:
+        compile(code, "solution.py", "exec")
+    except (SyntaxError, ValueError):
+        return "fail", "syntax_error"
+    dataset, entry_point = DATASETS[bench.name][0], problem["entry_point"]
+    inputs, outputs = problem[f"{split}_input"], expected[split]
+    limits = time_limits(expected[f"{split}_time"])
+    requests = [[plain.encode(list(inp)), plain.encode({}), limit]
+                for inp, limit in zip(inputs, limits, strict=True)]
+    # evalplus's own budget: the per-input limits, at most 60 s, plus process overhead.
+    timeout_s = min(60.0, sum(limits)) + 10
+    job = {"code": code, "evalplus": True, "memory_bytes": MEMORY_BYTES}
+    with remote_session(job, timeout_s, MEMORY_BYTES, not unsafe, pool) as remote:
+        if remote.failure is not None:
+            return verdict_of(remote.failure)
+        if remote.defined.get(entry_point, {}).get("call") is not True:
+            return "fail", "runtime_error:NameError"  # no such function, as a call says
+        atol = problem["atol"]
+        try:
+            answers = remote.stream(entry_point, requests)
+            for inp, exp, (kind, value) in zip(inputs, outputs, answers, strict=True):
+                if kind == "opaque" and dataset == "mbpp" and \
+                        entry_point in _evalplus_rules()[2].MBPP_OUTPUT_NOT_NONE_TASKS:
+                    value = OPAQUE  # these tasks ask only whether it is None (a re.Match)
+                elif kind != "value":
+                    return verdict_of(value)
+                ok, atol = matches(dataset, entry_point, inp, value, exp, atol)
+                if not ok:
+                    return "fail", "wrong_answer"
+        except SampleFailed as err:
+            return verdict_of(err)
+    if (dataset, entry_point) in NEVER_COUNTED:
+        return "fail", "wrong_answer"
+    return "pass", None
+
+
+def verdict_of(err: BaseException) -> tuple[str, str]:
+    """(status, failure kind) of a split whose sample gave no value: evalplus says timeout
+    only when the whole split ran out of time; its per-input limit is a fail."""
+    if isinstance(err, SampleFailed):
+        return ("timeout" if err.detail == OUT_OF_TIME else "fail"), err.kind
+    return "fail", "runtime_error:" + type(err).__name__
+
+
+def matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float) -> tuple[bool, float]:
+    """Whether `out` passes for input `inp` by evalplus 0.3.1's rules (unsafe_execute), and
+    the atol for the next input: exact equality, else its special oracles (MBPP set
+    equality, not-None tasks, three formula checks; HumanEval/32 find_zero by the
+    polynomial's value), else for floats np.allclose with rtol 1e-7 and atol (1e-6 when the
+    task's is 0 and the expected value is float: evalplus then keeps 1e-6 for the remaining
+    inputs of the split, and so does this). Any exception in the comparison is a fail, as
+    there. `out` is a plain value decoded here, so every == below is Python's own."""
+    np, is_floats, oracles = _evalplus_rules()
+    try:
+        exact = out == exp
+        if dataset == "mbpp":
+            if entry_point == "are_equivalent":  # Mbpp/164: any answer
+                exact = True
+            elif entry_point == "sum_div":  # Mbpp/295
+                exact = exact or out == 0
+            elif entry_point == "surface_Area":  # Mbpp/581
+                exact = exact or abs(out - oracles._surface_Area(*inp)) <= atol
+            elif entry_point == "digit_distance_nums":  # Mbpp/558
+                exact = exact or out == oracles._digit_distance_nums(*inp)
+            elif entry_point in oracles.MBPP_OUTPUT_SET_EQ_TASKS:
+                exact = set(out) == set(exp)
+            elif entry_point in oracles.MBPP_OUTPUT_NOT_NONE_TASKS:
+                exact = out == exp if isinstance(out, bool) else exp == (out is not None)
+        if dataset == "humaneval" and entry_point == "find_zero":
+            return bool(abs(oracles._poly(*inp, out)) <= atol), atol
+        if atol == 0 and is_floats(exp):
+            atol = 1e-6
+        if not exact and atol != 0:
+            ok = type(out) is type(exp) and (not isinstance(exp, (list, tuple))
+                                             or len(out) == len(exp))
+            return bool(ok and np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
+        return bool(exact), atol
+    except Exception:
+        return False, atol
+
+
+@functools.cache
+def _evalplus_rules():
+    # Imported late (evalplus reads its environment at import), once.
+    import numpy
+    from evalplus.eval import _special_oracle, is_floats
+
+    return numpy, is_floats, _special_oracle

@@ -1,16 +1,21 @@
 """Run untrusted Python (model-written code, injected defects) against asserts, in a sandbox.
 
-Every program runs in its own bubblewrap sandbox (Debian package `bubblewrap`):
-  - the whole file system read-only, a fresh tmpfs /tmp, and a throwaway work directory as
-    the only writable place, deleted afterwards;
+Every program runs in a bubblewrap sandbox (Debian package `bubblewrap`):
+  - only the system's directories and the interpreter, read-only (SYSTEM_PATHS), a fresh
+    tmpfs /tmp and a throwaway work directory as the only writable place, deleted
+    afterwards;
   - no network (its own empty network namespace), its own pid, ipc and uts namespaces, so
     it can neither reach nor signal any process outside;
   - as an unprivileged user (uid 65534 when the pipeline runs as root), so the process
     limit holds and no capability is left;
   - limits on address space, CPU time, file size and process count, and a wall-clock
     timeout enforced from this side, which kills the whole sandbox.
-The program reports its verdict next to a nonce it read from stdin before the untrusted
-code ran, so code that exits early with status 0, or prints a verdict, does not pass.
+The verdict is not the sandbox's to give: the child that runs a sample only answers calls
+of its functions with plain values (stages/sandbox_child.py, stages/plain.py), and
+run_tests (and evalplus_suite.check) compare them here, where the sample cannot reach; see
+the comment above SERVER. run_program, for BigCodeBench's unittest form only, still runs
+solution and tests in one process reporting next to a nonce (what guards it:
+stages/suites/bigcodebench.py).
 
 Where bubblewrap cannot start, execution is refused unless the caller opts into running
 without a sandbox (`unsafe_execution: true`), which only isolates by process.
@@ -18,10 +23,14 @@ without a sandbox (`unsafe_execution: true`), which only isolates by process.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import functools
+import importlib
 import json
 import os
 import queue
+import re
 import secrets
 import select
 import shutil
@@ -32,9 +41,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
+from stages import plain
 from stages.io import UserError
 
 MEMORY_BYTES = 1 << 30
@@ -45,6 +56,11 @@ SCRATCH_BYTES = 16 << 20  # the only writable space inside: a 16 MiB tmpfs at /t
 SANDBOX_PYTHON = "/tmp/python"  # where the interpreter's prefix is mounted inside
 SANDBOX_VENV = "/tmp/venv"  # the virtual environment, when there is one
 SANDBOX_WORK = "/tmp/work"  # the program and its tests, read-only
+# The host's file system as the sandbox sees it, read-only: the system and the interpreter
+# (mounted apart, above), nothing else. Home, the project, its data and caches (the
+# benchmarks' reference solutions, evalplus's expected outputs, the probes' tests) are not
+# there, so a sample cannot read the answers it is judged against.
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 
 # Prepended to every program: read the per-run nonce, then (as root) become `nobody`.
 PRELUDE = r"""
@@ -54,31 +70,6 @@ sys.stdin.close()
 if DROP_PRIVILEGES and os.getuid() == 0:
     os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
 """
-
-# Runs work/solution.py, then each assert of work/tests.py, and reports the outcome.
-TESTS_PROGRAM = r"""
-import json
-def report(status):
-    print("RESULT " + NONCE + " " + json.dumps({"status": status}), flush=True)
-    sys.exit(0)
-code = open(WORK + "/solution.py", encoding="utf-8").read()
-tests = open(WORK + "/tests.py", encoding="utf-8").read().split("\n#--test--\n")
-try:
-    compiled = compile(code, "solution.py", "exec")
-except (SyntaxError, ValueError):
-    report("syntax_error")
-env = {"__name__": "__solution__"}
-try:
-    exec(compiled, env)
-    for test in tests:
-        exec(test, env)
-except AssertionError:
-    report("wrong_answer")
-except BaseException as err:
-    report("runtime_error:" + type(err).__name__)
-report("passed")
-"""
-
 
 class SandboxUnavailable(UserError, RuntimeError):
     """No working sandbox here: the message says what to install or enable."""
@@ -108,9 +99,13 @@ def bwrap_argv(work: str, code: str, die_with_parent: bool) -> list[str]:
     mounts = ["--ro-bind", sys.base_prefix, SANDBOX_PYTHON]
     if sys.prefix != sys.base_prefix:  # a virtual environment: its packages too
         mounts += ["--ro-bind", sys.prefix, SANDBOX_VENV]
+    # The interpreter's prefix also where it was installed: its site module finds its
+    # packages there.
+    system = [arg for path in dict.fromkeys((*SYSTEM_PATHS, sys.base_prefix, sys.prefix))
+              for arg in ("--ro-bind-try", path, path)]
     return [
         "bwrap",
-        "--ro-bind", "/", "/",
+        *system,
         "--dev", "/dev",
         "--proc", "/proc",
         "--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp",
@@ -180,28 +175,45 @@ def _limits(timeout_s: float, memory_bytes: int) -> None:
 
 def run_tests(code: str, tests: list[str], timeout_s: float, *, sandbox: bool = True,
               pool: SandboxPool | None = None) -> Outcome:
-    """Run `code` then each assert of `tests`; `sandbox=False` only behind the opt-in. With a
-    `pool`, in one of its warm sandboxes (a forked child per program), else in a new one."""
-    files = {"solution.py": code.encode(), "tests.py": "\n#--test--\n".join(tests).encode()}
-    if pool is not None:
-        result = pool.run(TESTS_PROGRAM, files, timeout_s, MEMORY_BYTES)
-    else:
-        result = run_program(TESTS_PROGRAM, files, timeout_s, MEMORY_BYTES, sandbox)
-    if result.timed_out:
-        return Outcome(False, "timeout")
-    if result.payload is None:
-        return Outcome(False, "crashed")
-    status = result.payload.get("status", "crashed")
-    return Outcome(status == "passed", status)
+    """Define `code` in a sandbox, then run each test of `tests` here, in this process, with
+    the names the code defined standing for it: a call of one of its functions is answered by
+    the sandbox with a plain value (stages/plain.py), and every assert and comparison is
+    decided on this side, where the sample cannot reach. `sandbox=False` only behind the
+    opt-in. With a `pool`, in one of its warm sandboxes, else in a new one.
+
+    The sample sees only the arguments of each call: never the expected value, the test, a
+    nonce or a verdict channel. An object that is not a plain value fails (wrong_answer), and
+    so does a sample that exits, kills its parent or prints (crashed: no answer). Arguments
+    go by value, so a test that checks an argument's mutation cannot be judged this way."""
+    if not __debug__:
+        raise RuntimeError("tests are asserts, and python -O removes them: run without -O")
+    try:
+        compile(code, "solution.py", "exec")
+    except (SyntaxError, ValueError):
+        return Outcome(False, "syntax_error")
+    checks = [compile(test, f"<test {i}>", "exec") for i, test in enumerate(tests)]
+    with remote_session({"code": code}, timeout_s, MEMORY_BYTES, sandbox, pool) as remote:
+        try:
+            env = remote.namespace()
+            for check in checks:
+                exec(check, env)
+        except SampleFailed as err:
+            return Outcome(False, err.kind)
+        except AssertionError:
+            return Outcome(False, "wrong_answer")
+        except Exception as err:
+            return Outcome(False, "runtime_error:" + type(err).__name__)
+    return Outcome(True, "passed")
 
 
 def run_program(program: str, files: dict[str, bytes], timeout_s: float, memory_bytes: int,
                 sandbox: bool, env: dict[str, str] | None = None) -> ProgramResult:
     """Run a trusted `program` (which may exec untrusted code) with `files` in ./work,
-    read-only. It reports by printing `RESULT <NONCE> <json>`; the nonce comes on stdin, so
-    a sample that exits early or prints a marker of its own reports nothing. (Code in the
-    same process that inspects the program's frames could find the nonce: the sandbox
-    guards the host, not the score against deliberate forgery.)"""
+    read-only, in a fresh sandbox. It reports by printing `RESULT <NONCE> <json>`; the nonce
+    comes on stdin, so a sample that exits early or prints a marker of its own reports
+    nothing. Code in the same process that inspects the program's frames could find the
+    nonce, so only BigCodeBench uses this (behind its forgery_marks screen); every other
+    suite judges by run_tests or evalplus_suite.check, outside the sandbox."""
     nonce = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="stages-exec-") as scratch:
         work = os.path.join(scratch, "work")
@@ -270,28 +282,190 @@ def run_many(jobs: list[tuple[str, list[str]]], timeout_s: float, desc: str,
         return [f.result() for f in tqdm(futures, desc=desc, unit="task", leave=False)]
 
 
+# What the child that runs a sample executes: the plain-value codec, then its serve loop.
+CHILD_PROGRAM = "\n".join(
+    Path(__file__).with_name(name).read_text(encoding="utf-8")
+    for name in ("plain.py", "sandbox_child.py")) + "\nserve(JOB, 3, 4)\n"
+OUT_OF_TIME = "the session's time ran out"
+ERROR_KIND = re.compile(r"runtime_error:[A-Za-z_][A-Za-z0-9_]{0,80}|timeout")
+# Modules a sample's `import x` may lend the test by name (the test runs here, so only
+# modules harmless to import and pure in what they compute).
+LENDABLE_MODULES = frozenset({"math", "cmath", "re", "string", "collections", "itertools",
+                              "functools", "heapq", "bisect", "statistics", "fractions",
+                              "decimal", "operator", "copy", "json", "hashlib", "datetime",
+                              "typing", "random"})
+
+
+class SampleFailed(BaseException):
+    """The sample gave no value for a call: `kind` says why (timeout, crashed, wrong_answer
+    for a value that is not plain, runtime_error:<Type> that no builtin type names). A
+    BaseException, so that a test's own `except Exception` does not swallow it."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(kind, detail)
+        self.kind, self.detail = kind, detail
+
+
+class Remote:
+    """The sample's side of one session, as this side sees it: what it defined, and its
+    functions to call. Every answer is read as an untrusted claim about a value."""
+
+    def __init__(self, box: WarmSandbox, deadline: float):
+        self.box, self.deadline = box, deadline
+        self.failure, self.defined = None, {}
+        try:
+            first = self.answer()
+        except SampleFailed as err:
+            self.failure = err
+            return
+        if "error" in first:
+            self.failure = self.error(first["error"])
+        elif isinstance(first.get("defined"), dict):
+            self.defined = first["defined"]
+        else:
+            self.failure = SampleFailed("crashed", "no definitions")
+
+    def namespace(self) -> dict:
+        """Globals for a test: each function the sample defined as a call into the sandbox,
+        each plain value it defined as that value, a lendable module it imported as the
+        same module here."""
+        if self.failure is not None:
+            raise self.failure
+        env = {"__name__": "__test__", "__builtins__": builtins}
+        for name, what in self.defined.items():
+            if not isinstance(name, str) or not name.isidentifier() or not isinstance(what, dict):
+                continue
+            if hasattr(builtins, name):  # `abs` of the sample's own would judge the test's abs()
+                continue
+            if what.get("call") is True:
+                env[name] = self.function(name)
+            elif isinstance(what.get("value"), str):
+                try:
+                    env[name] = plain.decode(what["value"])
+                except plain.NotPlain:
+                    pass
+            elif what.get("module") == name and name in LENDABLE_MODULES:
+                env[name] = importlib.import_module(what["module"])
+        return env
+
+    def function(self, name: str):
+        def call(*args, **kwargs):
+            return self.call(name, args, kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def call(self, name: str, args: tuple | list, kwargs: dict | None = None,
+             limit_s: float | None = None):
+        """The value `name(*args, **kwargs)` returned in the sandbox, or the exception it
+        raised (a builtin exception type as itself), or SampleFailed."""
+        try:
+            request = [plain.encode(list(args)), plain.encode(dict(kwargs or {})), limit_s]
+        except plain.NotPlain as err:
+            raise TypeError(f"the test passes {name}() an argument that is not a plain "
+                            f"value ({err}); this test cannot be judged in the sandbox") from None
+        kind, value = next(self.stream(name, [request]))
+        if kind == "value":
+            return value
+        raise value  # an opaque object too: a test compares values
+
+    def stream(self, name: str, requests: list[list]):
+        """Ask for all `requests` ([args, kwargs, limit_s], encoded) at once and yield
+        ("value", value), ("error", exception) or ("opaque", exception: the call returned
+        an object that is not a plain value) for each, as the answers arrive."""
+        self.box.to_child({"call": name, "calls": requests})
+        left = len(requests)
+        while left > 0:
+            batch = self.answer().get("answers")
+            if not isinstance(batch, list) or not 0 < len(batch) <= left:
+                raise SampleFailed("crashed", "an answer that is no batch of values")
+            left -= len(batch)
+            yield from map(self.read_answer, batch)
+
+    def read_answer(self, message) -> tuple[str, object]:
+        if not isinstance(message, dict):
+            return "error", SampleFailed("crashed", "an answer that is not an object")
+        if "value" in message and isinstance(message["value"], str):
+            try:
+                return "value", plain.decode(message["value"])
+            except plain.NotPlain as err:
+                return "error", SampleFailed("wrong_answer", f"not a plain value: {err}")
+        if "not_plain" in message:  # a caller that can judge "some object" takes it as such
+            return "opaque", SampleFailed("wrong_answer",
+                                          f"not a plain value: {message['not_plain']}"[:300])
+        if "error" in message:
+            return "error", self.error(message["error"])
+        return "error", SampleFailed("crashed", "an answer that is no value")
+
+    def answer(self) -> dict:
+        message = self.box.from_child(self.deadline)
+        if message is None:
+            raise SampleFailed("crashed", "the sample ended without answering")
+        if message == "timeout":
+            raise SampleFailed("timeout", OUT_OF_TIME)
+        try:
+            message = json.loads(message)
+        except (ValueError, RecursionError):
+            raise SampleFailed("crashed", "an answer that is not JSON") from None
+        if not isinstance(message, dict):
+            raise SampleFailed("crashed", "an answer that is not an object")
+        return message
+
+    @staticmethod
+    def error(kind) -> BaseException:
+        if not isinstance(kind, str) or not ERROR_KIND.fullmatch(kind):
+            return SampleFailed("crashed", "an unreadable error")
+        if kind == "timeout":
+            return SampleFailed("timeout", "over its time limit for one call")
+        typ = getattr(builtins, kind.split(":", 1)[1], None)
+        if isinstance(typ, type) and issubclass(typ, Exception):
+            return typ("raised in the sample")
+        return SampleFailed(kind)
+
+
+@contextlib.contextmanager
+def remote_session(job: dict, timeout_s: float, memory_bytes: int, sandbox: bool,
+                   pool: SandboxPool | None, env: dict[str, str] | None = None):
+    """A child running `job` (CHILD_PROGRAM's keys) in a warm sandbox of `pool` (or of its
+    own), as a Remote that answers until `timeout_s` from now; ended (every process it
+    started killed, its files deleted) on leaving."""
+    box = pool.take() if pool is not None else WarmSandbox(sandbox)
+    try:
+        box.begin(job, timeout_s, memory_bytes, env)
+        try:
+            yield Remote(box, time.monotonic() + timeout_s)
+        finally:
+            box.end()
+    finally:
+        if pool is not None:
+            pool.give(box)
+        else:
+            box.remove()
+
+
 # Warm sandboxes. Starting bubblewrap and an interpreter (and, for evalplus, numpy) costs
 # about 0.3 s of CPU per program, more than most samples take to run. A warm sandbox starts
-# once and runs a trusted server that forks one child per program; the child sets the
-# limits, becomes `nobody` and runs the program, as a fresh sandbox would. Why a sample
-# cannot reach the host or any other sample:
-#   - The host: the child is inside the same bubblewrap sandbox as before (read-only file
-#     system, no network, its own pid/ipc/uts namespaces, as `nobody`, the same limits), and
-#     the host's wall-clock timeout still kills the whole sandbox if the server does not
-#     answer in time.
+# once and runs a trusted server that forks one child per sample; the child sets the limits,
+# becomes `nobody`, defines the sample and answers calls (CHILD_PROGRAM), relayed by the
+# server over pipes. Why a sample cannot reach the host, any other sample, or its verdict:
+#   - The verdict: it is decided in the host process (run_tests, evalplus_suite.check) from
+#     the plain values the child sends, decoded strictly (stages/plain.py). The child never
+#     holds an expected value, a nonce or a channel to anything but the host's questions; its
+#     output is /dev/null.
+#   - The host: the child is inside the bubblewrap sandbox (read-only file system, no
+#     network, its own pid/ipc/uts namespaces, as `nobody`, the limits above), and the host
+#     enforces the wall clock: when an answer is late it ends the child, and if the server
+#     does not answer then either, it kills the whole sandbox.
 #   - Later samples: each child is forked from the server, which never runs untrusted code,
-#     so no Python state carries over. Before the next program the server kills every other
+#     so no Python state carries over. When a session ends the server kills every other
 #     process in the sandbox's pid namespace (kill(-1) from pid 2 reaches only the sandbox)
 #     and deletes everything in the writable tmpfs, so no process, file or output is left.
-#     Each program's files arrive in a directory of their own that is read-only inside; the
-#     host sends one job at a time, so a child's copy of the server holds only its own job.
 #   - The server: it runs as root inside (when the pipeline runs as root) and the child as
 #     `nobody`, so the child can neither signal nor ptrace it; when the pipeline runs as an
 #     unprivileged user both share one uid, and the server makes itself non-dumpable (no
 #     ptrace, no /proc/<pid>/mem or fd of it); a child that kills it gets no verdict
-#     (crashed) and the next program starts a fresh sandbox. The child closes the server's
-#     pipes to the host before the program runs; its only output is a file the server reads
-#     after it has ended, capped by the file-size limit as before.
+#     (crashed) and the next sample starts a fresh sandbox. The child keeps only its two
+#     pipes to the server; what it writes there is framed and capped by the server.
 SERVER = r"""
 import importlib, json, os, resource, select, shutil, signal, struct, tempfile, time
 for _name in PRELOAD:
@@ -300,33 +474,45 @@ import ctypes
 ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
 SCRATCH = "/tmp" if ISOLATED else tempfile.mkdtemp(prefix="stages-warm-")
 MOUNTS = {"python", "venv", "work"}  # the read-only mount points under /tmp
+PROGRAMS = {}
 
 
-def read_exact(n):
-    data = b""
+def read_exact(fd, n):
+    data = bytearray()
     while len(data) < n:
-        chunk = os.read(0, n - len(data))
+        chunk = os.read(fd, min(n - len(data), 1 << 20))
         if not chunk:
             raise EOFError
         data += chunk
-    return data
+    return bytes(data)
 
 
-def send(message):
-    data = json.dumps(message).encode()
-    data = struct.pack(">I", len(data)) + data
-    while data:
-        data = data[os.write(1, data):]
+def read_host():
+    # (kind, payload): b"J" a control message (JSON), b"C" bytes for the child.
+    data = read_exact(0, struct.unpack(">I", read_exact(0, 4))[0])
+    return data[:1], data[1:]
 
 
-def child(job, rundir, out):
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def to_host(kind, payload):
+    write_all(1, struct.pack(">I", len(payload) + 1) + kind + payload)
+
+
+def child(job, rundir, requests, answers):
     try:
         os.setsid()
         null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(null, 2)
-        os.closerange(3, 1 << 16)  # the server's pipes to the host among them
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        requests, answers = os.dup(requests), os.dup(answers)
+        os.dup2(requests, 3)
+        os.dup2(answers, 4)
+        os.closerange(5, 1 << 16)  # the server's pipes to the host among them
         os.chdir(rundir)
         os.environ.update(job["env"])
         cpu = int(job["timeout_s"]) + 1
@@ -340,29 +526,11 @@ def child(job, rundir, out):
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-        code = compile("import os, sys\n" + job["program"], "<program>", "exec")
-        exec(code, {"__name__": "__main__", "NONCE": job["nonce"], "WORK": job["work"]})
+        exec(PROGRAMS[job["program"]], {"__name__": "__main__", "JOB": job["job"]})
     except BaseException:
         pass
     finally:
-        try:
-            import sys
-            sys.stdout.flush()
-        finally:
-            os._exit(0)
-
-
-def wait(pid, timeout_s):
-    # True when the child outlived its time; it is killed then.
-    fd = os.pidfd_open(pid)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout_s)
-    finally:
-        os.close(fd)
-    if not ready:
-        os.killpg(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return not ready
+        os._exit(0)
 
 
 def others():
@@ -372,7 +540,13 @@ def others():
 
 def clean(pid, rundir):
     if ISOLATED:
-        # Its own pid namespace: every process but init (1) and this one came from a program.
+        # Its own pid namespace: every process but init (1) and this one came from a sample.
+        # The child is reaped here; init reaps what it started.
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
         for _ in range(2000):
             try:
                 os.kill(-1, signal.SIGKILL)
@@ -398,36 +572,79 @@ def clean(pid, rundir):
         except (ProcessLookupError, PermissionError):
             pass
         shutil.rmtree(rundir, ignore_errors=True)
+        os.waitpid(pid, 0)
 
 
-send({"ready": True})
+def relay(job_id, requests, answers):
+    # Until the host ends the session: its bytes to the child (requests), the child's
+    # frames (answers, each capped) to the host. Returns when the host says "end".
+    buffer, open_ = bytearray(), True
+    while True:
+        ready = select.select([0, answers] if open_ else [0], [], [])[0]
+        if answers in ready:
+            chunk = os.read(answers, 1 << 20)
+            buffer += chunk
+            while open_ and len(buffer) >= 4:
+                size = struct.unpack(">I", buffer[:4])[0]
+                if size > MAX_FRAME:
+                    chunk = b""
+                    break
+                if len(buffer) < 4 + size:
+                    break
+                to_host(b"C", bytes(buffer[4:4 + size]))
+                del buffer[:4 + size]
+            if not chunk:
+                open_ = False
+                buffer = bytearray()
+                to_host(b"J", json.dumps({"id": job_id, "eof": True}).encode())
+        if 0 in ready:
+            kind, payload = read_host()
+            if kind == b"J":
+                return
+            if open_:
+                try:
+                    write_all(requests, struct.pack(">I", len(payload)) + payload)
+                except OSError:  # the child closed its end: its eof comes next
+                    pass
+
+
+to_host(b"J", json.dumps({"ready": True}).encode())
 while True:
     try:
-        job = json.loads(read_exact(struct.unpack(">I", read_exact(4))[0]))
+        kind, payload = read_host()
     except EOFError:  # the host is done (or gone)
         break
+    job = json.loads(payload)
+    if job["program"] not in PROGRAMS:
+        PROGRAMS[job["program"]] = compile(job["program"], "<child>", "exec")
     rundir = tempfile.mkdtemp(dir=SCRATCH)
     os.chmod(rundir, 0o777)
-    out = tempfile.TemporaryFile(dir=SCRATCH)
+    requests, requests_in = os.pipe()[::-1]
+    answers, answers_out = os.pipe()
     pid = os.fork()
     if pid == 0:
-        child(job, rundir, out.fileno())
-    timed_out = wait(pid, job["timeout_s"])
-    clean(pid, rundir)
-    size = out.seek(0, os.SEEK_END)
-    out.seek(max(0, size - 65536))
-    output = out.read().decode("utf-8", "replace")
-    out.close()
-    send({"id": job["id"], "timed_out": timed_out, "output": output})
+        child(job, rundir, requests_in, answers_out)
+    os.close(requests_in)
+    os.close(answers_out)
+    try:
+        relay(job["id"], requests, answers)
+    except EOFError:
+        break
+    finally:
+        os.close(requests)
+        os.close(answers)
+        clean(pid, rundir)
+    to_host(b"J", json.dumps({"ended": job["id"]}).encode())
 """
-SERVER_ANSWER_S = 10.0  # beyond a program's own timeout: forking, cleaning up, replying
+SERVER_ANSWER_S = 10.0  # beyond a sample's own time: forking, cleaning up, replying
 SERVER_START_S = 60.0
+MAX_FRAME = 64 << 20  # the most one answer of a child may hold (bytes of JSON)
 
 
 class WarmSandbox:
-    """One sandbox with a warm interpreter that runs programs one at a time, each in a child
+    """One sandbox with a warm interpreter that runs one sample at a time, each in a child
     forked for it (see the comment above SERVER). Starts on first use, and again after a
-    program that left it broken."""
+    sample that left it broken."""
 
     def __init__(self, sandbox: bool, preload: tuple[str, ...] = ()):
         self.sandbox, self.preload = sandbox, preload
@@ -437,45 +654,64 @@ class WarmSandbox:
         os.chmod(self.scratch, 0o755)  # readable by the unprivileged sandbox user
         self.work = os.path.join(self.scratch, "work")
         os.mkdir(self.work)
+        self.live = False
 
-    def run(self, program: str, files: dict[str, bytes], timeout_s: float, memory_bytes: int,
-            env: dict[str, str] | None = None) -> ProgramResult:
+    def begin(self, job: dict, timeout_s: float, memory_bytes: int,
+              env: dict[str, str] | None = None) -> None:
+        """Fork a child that runs CHILD_PROGRAM on `job`; its answers come by from_child."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         self.jobs += 1
-        job_id, nonce = self.jobs, secrets.token_hex(16)
-        work = os.path.join(self.work, str(job_id))
-        os.mkdir(work)
-        os.chmod(work, 0o755)
-        try:
-            for name, data in files.items():
-                with open(os.path.join(work, name), "wb") as f:
-                    f.write(data)
-            inside = f"{SANDBOX_WORK}/{job_id}" if self.sandbox else work
-            self.send({"id": job_id, "nonce": nonce, "program": program, "work": inside,
-                       "timeout_s": timeout_s, "memory_bytes": memory_bytes, "env": env or {}})
+        self.live = True
+        self.control({"id": self.jobs, "program": CHILD_PROGRAM, "job": job,
+                      "timeout_s": timeout_s, "memory_bytes": memory_bytes, "env": env or {}})
+
+    def to_child(self, message: dict) -> None:
+        if self.proc is not None and self.live:
             try:
-                reply = self.receive(timeout_s + SERVER_ANSWER_S)
-            except TimeoutError:
+                self.write(b"C" + json.dumps(message).encode())
+            except OSError:
                 self.close()
-                return ProgramResult(None, True)
-            except (EOFError, OSError):  # the server died: this program gets no verdict
-                self.close()
-                return ProgramResult(None, False)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        if reply.get("id") != job_id:
+
+    def from_child(self, deadline: float) -> str | None:
+        """The child's next frame as text; None when it has ended (or the server died);
+        "timeout" when nothing came by `deadline`."""
+        if self.proc is None or not self.live:
+            return None
+        try:
+            kind, payload = self.receive(deadline - time.monotonic())
+        except TimeoutError:
+            return "timeout"
+        except (EOFError, OSError, ValueError):
             self.close()
-            raise RuntimeError(f"warm sandbox answered job {reply.get('id')} for {job_id}")
-        if reply["timed_out"]:
-            return ProgramResult(None, True)
-        return _verdict(reply["output"], nonce)
+            return None
+        if kind == b"C":
+            return payload.decode("utf-8", "replace")
+        self.live = False  # the server only speaks during a session to say the child ended
+        return None
+
+    def end(self) -> None:
+        """End the session: the server kills the child and everything it started and
+        deletes its files; a server that does not confirm in time is killed with them."""
+        if self.proc is None:
+            return
+        try:
+            self.write(b"J" + b"{}")
+            deadline = time.monotonic() + SERVER_ANSWER_S
+            while True:
+                kind, payload = self.receive(deadline - time.monotonic())
+                if kind == b"J" and json.loads(payload).get("ended") == self.jobs:
+                    break
+        except (TimeoutError, EOFError, OSError, ValueError):
+            self.close()
+        self.live = False
 
     def start(self) -> None:
         self.close()
         head = (f"PRELOAD = {list(self.preload)!r}\nISOLATED = {self.sandbox}\n"
                 f"DROP_PRIVILEGES = {self.sandbox}\nNOBODY = {NOBODY}\n"
-                f"FILE_BYTES = {FILE_BYTES}\nPROCESSES = {PROCESSES}\n")
+                f"FILE_BYTES = {FILE_BYTES}\nPROCESSES = {PROCESSES}\n"
+                f"MAX_FRAME = {MAX_FRAME}\n")
         if self.sandbox:
             code = f"import sys\nsys.path[:0] = {sandbox_paths()!r}\n{head}{SERVER}"
             # No --die-with-parent: it fires when the starting thread ends, not the process;
@@ -489,39 +725,43 @@ class WarmSandbox:
             env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1",
                  "OMP_NUM_THREADS": "1"})
         try:
-            ready = self.receive(SERVER_START_S)
+            kind, ready = self.receive(SERVER_START_S)
         except (TimeoutError, EOFError, OSError) as err:
             self.close()
             raise SandboxUnavailable(f"the warm sandbox did not start ({type(err).__name__}); "
                                      f"preloading {list(self.preload)}") from None
-        if ready != {"ready": True}:
+        if (kind, ready) != (b"J", b'{"ready": true}'):
             self.close()
             raise SandboxUnavailable(f"the warm sandbox started wrongly: {ready!r}")
 
-    def send(self, message: dict) -> None:
-        data = json.dumps(message).encode()
+    def control(self, message: dict) -> None:
+        self.write(b"J" + json.dumps(message).encode())
+
+    def write(self, data: bytes) -> None:
         self.proc.stdin.write(struct.pack(">I", len(data)) + data)
         self.proc.stdin.flush()
 
-    def receive(self, timeout_s: float) -> dict:
+    def receive(self, timeout_s: float) -> tuple[bytes, bytes]:
         deadline = time.monotonic() + timeout_s
         fd = self.proc.stdout.fileno()
 
         def read_exact(n: int) -> bytes:
-            data = b""
+            data = bytearray()
             while len(data) < n:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     raise TimeoutError
-                chunk = os.read(fd, n - len(data))
+                chunk = os.read(fd, min(n - len(data), 1 << 20))
                 if not chunk:
                     raise EOFError
                 data += chunk
-            return data
+            return bytes(data)
 
-        return json.loads(read_exact(struct.unpack(">I", read_exact(4))[0]))
+        data = read_exact(struct.unpack(">I", read_exact(4))[0])
+        return data[:1], data[1:]
 
     def close(self) -> None:
+        self.live = False
         if self.proc is not None:
             _kill_group(self.proc)
             for pipe in (self.proc.stdin, self.proc.stdout):
@@ -537,23 +777,22 @@ class WarmSandbox:
 
 
 class SandboxPool:
-    """`workers` warm sandboxes (each started on first use); run() takes a free one, so up
-    to `workers` threads run programs at once. `preload`: modules the server imports once,
+    """`workers` warm sandboxes (each started on first use); a session takes a free one, so
+    up to `workers` threads run samples at once. `preload`: modules the server imports once,
     so every child has them (they count toward the child's address-space limit)."""
 
     def __init__(self, workers: int, sandbox: bool, preload: tuple[str, ...] = ()):
+        self.sandbox = sandbox
         self.boxes = [WarmSandbox(sandbox, preload) for _ in range(workers)]
         self.free: queue.SimpleQueue[WarmSandbox] = queue.SimpleQueue()
         for box in self.boxes:
             self.free.put(box)
 
-    def run(self, program: str, files: dict[str, bytes], timeout_s: float, memory_bytes: int,
-            env: dict[str, str] | None = None) -> ProgramResult:
-        box = self.free.get()
-        try:
-            return box.run(program, files, timeout_s, memory_bytes, env)
-        finally:
-            self.free.put(box)
+    def take(self) -> WarmSandbox:
+        return self.free.get()
+
+    def give(self, box: WarmSandbox) -> None:
+        self.free.put(box)
 
     def close(self) -> None:
         for box in self.boxes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.config import ModelConfig, PathsConfig, Strict, load, run_stage
+from stages.config import TRAINED, ModelConfig, PathsConfig, Strict, load, run_stage
 from stages.io import atomic_dir, git_sha, sha256_dir, write_json
 from stages.modeling import load_tokenizer, load_variant, read_base_json
 
@@ -26,7 +26,7 @@ class ExportStage(Strict):
 
 def main(argv: list[str] | None = None, cfg: ExportStage | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True, choices=["sft", "dpo"])
+    parser.add_argument("--variant", required=True, choices=TRAINED)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = parser.parse_args(argv)

@@ -40,7 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stages.compose import flatten
-from stages.config import run_stage
+from stages.config import TRAINED, VARIANTS, run_stage
 from stages.io import DataError, atomic_write_text, parse_jsonl
 from stages.stats import verdict
 
@@ -308,7 +308,7 @@ def learned_forgot_section(entry: dict, plot: Path | None, out_dir: Path) -> str
     if not learned and not forgot:
         return "## Learned and forgot\n\nNo target or retention suite ran."
     lines = []
-    for v in [k for k in ("sft", "dpo") if (learned and k in learned) or (forgot and k in forgot)]:
+    for v in [k for k in TRAINED if (learned and k in learned) or (forgot and k in forgot)]:
         parts = []
         if learned and v in learned:
             parts.append(f"learned {learned['suite']} {learned['metric']} "
@@ -351,7 +351,7 @@ def learned_forgot_figure(summary: dict, params: dict) -> Figure | None:
     learned, forgot = entry.get("learned"), entry.get("forgot")
     if not learned or not forgot:
         return None
-    variants = [v for v in ("sft", "dpo") if v in learned and v in forgot]
+    variants = [v for v in TRAINED if v in learned and v in forgot]
     evals = params.get("eval", {})
     budget = retention_budget(evals.get("budget") or {}, forgot["suites"])
     target_row = summary.get(learned["suite"], {}).get(learned["metric"], {})
@@ -592,7 +592,7 @@ def replies_section(head: Revision, snap: dict) -> str:
 
 
 def flips_text(head: Revision, snap: dict, suite: str, cap: int | None) -> str:
-    variants = ("base", "sft", "dpo")
+    variants = VARIANTS
     tasks, missing = {}, []
     for v in variants:
         path = f"{snap['metrics']}/tasks/{v}/{suite}.jsonl"

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import get_args
 
 from stages import diversity
-from stages.config import Suite, SummaryStage, Variant, load, run_stage
+from stages.config import VARIANTS, Suite, SummaryStage, load, run_stage
 from stages.forgetting import retention
 from stages.io import DataError, MissingInput, read_jsonl, write_json
 from stages.reviews import REVIEWS_DIR, review_summary
 from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
 
-VARIANTS = get_args(Variant)  # ("base", "sft", "dpo"); base first: deltas are against it
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
 LEARNED_FORGOT = "learned_forgot"  # entries of summary.json that are not suites

@@ -14,6 +14,7 @@ import yaml
 from conftest import REPO, repo_params
 from stages import compose
 from stages.config import (
+    VARIANTS,
     BaseStage,
     Config,
     ConfigError,
@@ -158,7 +159,29 @@ def test_check_catches_dvc_yaml_out_of_step_with_the_stages(tmp_path, edit, expe
 def test_eval_matrix_suites_come_from_the_config():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert stages["eval"]["matrix"]["suite"] == "${eval.suites}"
-    assert stages["eval"]["matrix"]["variant"] == ["base", "sft", "dpo"]
+    assert stages["eval"]["matrix"]["variant"] == list(VARIANTS)
+
+
+def test_the_variants_are_declared_once_and_compose_writes_them_into_dvc_yaml(tmp_path,
+                                                                            monkeypatch):
+    """Adding a variant is one entry in stages.config.VARIANTS (and its stage): compose writes
+    the eval matrix, --check names a dvc.yaml that lags, and every module reads the list."""
+    from stages import eval as eval_stage
+    from stages import summary
+
+    assert eval_stage.VARIANTS is summary.VARIANTS is VARIANTS
+    text = (REPO / "dvc.yaml").read_text()
+    assert compose.with_variants(text) == text
+    monkeypatch.setattr(compose, "VARIANTS", (*VARIANTS, "grpo"))
+    monkeypatch.setattr(compose, "TRAINED", (*VARIANTS[1:], "grpo"))
+    written = compose.with_variants(text)
+    assert "variant: [base, sft, dpo, grpo]" in written
+    assert written.replace("variant: [base, sft, dpo, grpo]", "variant: [base, sft, dpo]") == text
+    path = tmp_path / "dvc.yaml"
+    path.write_text(text)
+    problems = compose.dvc_yaml_problems(repo_params(), path, REPO)
+    assert any("eval: matrix variants are ['base', 'sft', 'dpo']" in p for p in problems)
+    assert any(p.startswith("grpo: no stage of that name") for p in problems)
 
 
 def bad(path: str, value) -> dict:

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def canary():
-    """A file in a host directory that the sandbox sees (read-only): attacks target it."""
+    """A file in a host directory (the sandbox sees only the system's directories, read-only,
+    so not this one): attacks target it."""
     path = f"/var/tmp/stages-canary-{uuid.uuid4().hex}"
     with open(path, "w") as f:
         f.write("intact")
@@ -64,17 +65,22 @@ def hostile_samples(canary: str, port: int) -> dict[str, tuple[str, list[str]]]:
             "        import time; time.sleep(60); os._exit(0)\n    n += 1\n",
             ["assert n == 5000"]),
         "endless allocation": ("blocks = []\nwhile len(blocks) < 64:\n"
-                               "    blocks.append(bytearray(1 << 27))\n",
-                               ["assert len(blocks) == 64"]),
+                               "    blocks.append(bytearray(1 << 27))\nn = len(blocks)\n",
+                               ["assert n == 64"]),
         "delete a host file": (f"import os\nos.remove({canary!r})\n",
                                [f"import os\nassert not os.path.exists({canary!r})"]),
         "overwrite a host file": (f"open({canary!r}, 'w').write('pwned')\n",
                                   [f"assert open({canary!r}).read() == 'pwned'"]),
-        "fill the disk": ("with open('big', 'wb') as f:\n    for _ in range(64):\n"
-                          "        f.write(b'x' * (1 << 20))\n",
-                          ["import os\nassert os.path.getsize('big') == 64 << 20"]),
-        "open a socket": (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), 2)\n",
-                          ["assert s is not None"]),
+        "fill the disk": ("import os\nwith open('big', 'wb') as f:\n    for _ in range(64):\n"
+                          "        f.write(b'x' * (1 << 20))\nsize = os.path.getsize('big')\n",
+                          ["assert size == 64 << 20"]),
+        "open a socket": (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), 2)\n"
+                          "connected = s is not None\n",
+                          ["assert connected"]),
+        "write a system directory": ("open('/etc/stages-pwned', 'w').write('x')\nwrote = True\n",
+                                     ["assert wrote"]),
+        "read the project": ("import os\nseen = os.listdir(" + repr(os.getcwd()) + ")\n",
+                             ["assert seen"]),
         "os.system": (f"import os\nrc = os.system('echo pwned > {canary}')\n",
                       [f"assert rc == 0 and open({canary!r}).read().startswith('pwned')"]),
         "posix.system": (f"import posix\nrc = posix.system('rm -f {canary}')\n",
@@ -106,7 +112,7 @@ def test_every_hostile_sample_fails_and_the_host_is_unharmed(canary, listener):
     start = time.monotonic()
     outcomes = dict(zip(samples, run_many(list(samples.values()), 5.0, "hostile"), strict=True))
     assert {name: o.status for name, o in outcomes.items() if o.passed} == {}
-    assert open(canary).read() == "intact"
+    assert open(canary).read() == "intact" and not os.path.exists("/etc/stages-pwned")
     assert accepted == []
     assert time.monotonic() - start < 120
     assert outcomes["endless loop"].status == "timeout"
@@ -124,19 +130,19 @@ def test_without_a_sandbox_execution_is_refused_unless_opted_in(monkeypatch):
     assert require_sandbox(unsafe=True) is False
 
 
-# Pairs run one after the other in one warm sandbox: the second sample's asserts pass only if
-# the first one's leftovers reached it.
+# Pairs run one after the other in one warm sandbox: the second sample looks for what the
+# first one left (the tests run outside the sandbox, so the looking is in the sample's code)
+# and its test passes only if it found it.
 LEFTOVERS = {
     "a process": ("import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n"
                   "    os.setsid(); os.write(w, b'x'); time.sleep(60)\nos.read(r, 1)\n",
                   "import os\n"
-                  "assert [p for p in os.listdir('/proc') if p.isdigit()\n"
-                  "        and int(p) not in (1, os.getppid(), os.getpid())]"),
+                  "left = [p for p in os.listdir('/proc') if p.isdigit()\n"
+                  "        and int(p) not in (1, os.getppid(), os.getpid())]\n"),
     "a file in /tmp": ("open('/tmp/left', 'w').write('x')\nopen('here', 'w').write('x')\n",
-                       "import os\nassert os.path.exists('/tmp/left') or os.path.exists('here')"),
-    "module state": ("import json\njson.LEFT = 1\n", "import json\nassert json.LEFT == 1"),
-    "a sibling's work files": ("", "import os\nassert os.listdir(WORK + '/..') != "
-                                   "[os.path.basename(WORK)]"),
+                       "import os\nleft = os.path.exists('/tmp/left') or os.path.exists('here')\n"),
+    "module state": ("import json\njson.LEFT = 1\n",
+                     "import json\nleft = getattr(json, 'LEFT', None) == 1\n"),
 }
 
 
@@ -147,7 +153,7 @@ def test_nothing_a_sample_leaves_reaches_the_next_one(left):
     first, second = LEFTOVERS[left]
     with SandboxPool(1, sandbox=True) as pool:
         assert run_tests(first, ["assert True"], 5.0, pool=pool).passed
-        assert not run_tests(second, ["assert True"], 5.0, pool=pool).passed
+        assert not run_tests(second, ["assert left"], 5.0, pool=pool).passed
         assert run_tests("x = 1\n", ["assert x == 1"], 5.0, pool=pool).passed
 
 
@@ -158,7 +164,9 @@ def test_a_sample_cannot_reach_the_warm_server():
         "signal it": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
         "read its memory": "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb')\n",
         "take its pipes": "import os\nos.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY)\n",
-        "the host's pipe": "import os\nos.write(1, b'x'); os.fstat(3)\n",
+        # It keeps two pipes of its own to the server (3 and 4), and nothing else.
+        "the host's pipe": "import os\nos.fstat(5)\n",
+        "its stdout": "import os\nassert not os.path.samefile('/proc/self/fd/1', os.devnull)\n",
     }
     with SandboxPool(1, sandbox=True) as pool:
         outcomes = {name: run_tests(code, ["assert True"], 5.0, pool=pool)

@@ -70,9 +70,10 @@ os.environ.update(TZ="UTC", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
                   TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
 time.tzset()
 os.chdir(tempfile.mkdtemp())
-def report(status, failure=None, detail=""):
+def report(status, failure=None, detail="", ran=()):
     print("RESULT " + NONCE + " " + json.dumps({"status": status, "failure": failure,
-                                                "detail": detail[-2000:]}), flush=True)
+                                                "detail": detail[-2000:], "ran": list(ran)}),
+          flush=True)
     os._exit(0)
 try:
     compiled = compile(job["code"] + "\n" + job["test"], "__test__.py", "exec")
@@ -84,6 +85,10 @@ import sys
 sys.modules["__test__"] = module
 class Result(unittest.TestResult):
     kinds = []
+    ran = []
+    def startTest(self, test):
+        super().startTest(test)
+        self.ran.append(test.id().split(".")[-1])
     def addError(self, test, err):
         super().addError(test, err)
         self.kinds.append(err[0].__name__)
@@ -105,8 +110,119 @@ if result.failures:
            "; ".join(t.id().split(".")[-1] for t, _ in result.failures) + "\n" + result.failures[0][1])
 if result.testsRun == 0:
     report("fail", "wrong_answer", "no test ran")
-report("pass")
+report("pass", ran=result.ran)
 """
+
+
+# BigCodeBench's tests are unittest classes that pass DataFrames, figures and mocks to and
+# from the solution, so they cannot be split into plain values judged outside (as the other
+# code suites are): the solution and its tests share one process, and the harness reports
+# the outcome next to a nonce. What guards that verdict: the host checks that the report
+# names every test the task's TestCases defines (parsed here), and before a sample runs,
+# `forgery_marks` rejects the constructs that reach the nonce or the runner from inside:
+# frame and object introspection (sys._getframe, f_back, inspect.currentframe/stack, gc,
+# __globals__, __subclasses__, ...), builtins patching, assigning to the attributes of the
+# modules and classes the harness uses (unittest, sys, os, json, io, builtins, ...), an
+# equality of its own (__eq__/__ne__), and exec/eval/compile of anything but a constant
+# string (which is screened in turn). It is a deny-list over the code as written: code that
+# assembles these names at run time (getattr with a computed string, a module imported by a
+# computed name) gets past it, which the split suites do not depend on.
+INTROSPECTION = frozenset({
+    "_getframe", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame",
+    "gi_frame", "cr_frame", "ag_frame", "currentframe", "getouterframes", "getinnerframes",
+    "getframeinfo", "get_objects", "get_referrers", "get_referents", "settrace", "setprofile",
+    "__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__", "__mro__",
+    "__bases__", "f_trace"})
+INSPECT_FRAMES = frozenset({"stack", "trace", "currentframe", "getouterframes",
+                            "getinnerframes", "getframeinfo"})
+BANNED_MODULES = frozenset({"gc", "builtins", "__main__", "__builtin__"})
+# Modules (and unittest's classes) whose attributes the harness relies on.
+GUARDED = frozenset({"unittest", "sys", "os", "json", "io", "builtins", "contextlib", "types",
+                     "traceback", "TestCase", "TestResult", "TestLoader", "TestSuite",
+                     "TextTestRunner"})
+OWN_EQUALITY = frozenset({"__eq__", "__ne__"})
+DYNAMIC = frozenset({"exec", "eval", "compile", "__import__", "globals", "vars", "locals",
+                     "breakpoint"})
+
+
+def forgery_marks(code: str) -> list[str]:
+    """What in `code` could reach the harness's nonce or its test runner from inside (see
+    above); [] for code without any. Code that does not parse has none (it fails anyway)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    marks = []
+    guarded = set(GUARDED)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if top in BANNED_MODULES:
+                    marks.append(f"import {alias.name}")
+                if top in GUARDED:
+                    guarded.add(alias.asname or top)
+        elif isinstance(node, ast.ImportFrom):
+            top = (node.module or "").split(".")[0]
+            if top in BANNED_MODULES:
+                marks.append(f"from {node.module} import")
+            for alias in node.names:
+                if top == "inspect" and alias.name in INSPECT_FRAMES | INTROSPECTION:
+                    marks.append(f"inspect.{alias.name}")
+                if alias.name in INTROSPECTION or (top == "sys" and alias.name == "modules"):
+                    marks.append(alias.name)
+                if top in GUARDED or alias.name in GUARDED:
+                    guarded.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Attribute):
+            if node.attr in INTROSPECTION:
+                marks.append(node.attr)
+            if isinstance(node.value, ast.Name) and (
+                    (node.value.id == "inspect" and node.attr in INSPECT_FRAMES)
+                    or (node.value.id == "sys" and node.attr == "modules")):
+                marks.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in INTROSPECTION:
+            marks.append(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value in INTROSPECTION | BANNED_MODULES:
+            marks.append(repr(node.value))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                node.name in OWN_EQUALITY:
+            marks.append(f"def {node.name}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in DYNAMIC:
+                arg = node.args[0] if node.args else None
+                if node.func.id in ("exec", "eval", "compile") and isinstance(arg, ast.Constant) \
+                        and isinstance(arg.value, str):
+                    marks += forgery_marks(arg.value)
+                else:
+                    marks.append(f"{node.func.id}()")
+            elif node.func.id in ("setattr", "delattr") and node.args and \
+                    _root(node.args[0]) in guarded:
+                marks.append(f"{node.func.id}({_root(node.args[0])}, ...)")
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else
+                   node.targets if isinstance(node, ast.Delete) else [])
+        for target in targets:
+            if isinstance(target, ast.Attribute) and _root(target) in guarded:
+                marks.append(f"assigns {ast.unparse(target)}")
+    return sorted(set(marks))
+
+
+def _root(node) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def test_names(test: str) -> list[str]:
+    """The test methods of the task's TestCases, as the harness reports them."""
+    for node in ast.parse(test).body:
+        if isinstance(node, ast.ClassDef) and node.name == "TestCases":
+            return sorted(n.name for n in node.body
+                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                          and n.name.startswith("test"))
+    return []
 
 
 def probes(cfg, name: str) -> list[dict]:
@@ -182,6 +298,13 @@ def run_all(cfg, jobs: list[tuple[str, dict] | None]) -> list[dict]:
 
 
 def run_one(code: str, task: dict, timeout_s: float, sandbox: bool = True) -> dict:
+    """The verdict on `code` (calibrated) for `task`; a sample with forgery_marks fails
+    (forbidden) without running, and a pass whose report misses one of the task's tests
+    is no pass (crashed)."""
+    marks = forgery_marks(code)
+    if marks:
+        return {"status": "fail", "failure": "forbidden",
+                "detail": "reaches into the test harness: " + ", ".join(marks)}
     job = {"code": code, "test": task["test"]}
     result = run_program(HARNESS, {"job.json": json.dumps(job).encode()}, timeout_s=timeout_s,
                          memory_bytes=MEMORY_BYTES, sandbox=sandbox)
@@ -189,7 +312,12 @@ def run_one(code: str, task: dict, timeout_s: float, sandbox: bool = True) -> di
         kind = "timeout" if result.timed_out else "crashed"
         return {"status": "timeout" if result.timed_out else "fail", "failure": kind,
                 "detail": "no verdict" if not result.timed_out else f"over {timeout_s} s"}
-    return result.payload
+    out = {k: result.payload.get(k) for k in ("status", "failure", "detail")}
+    missed = sorted(set(test_names(task["test"])) - set(result.payload.get("ran") or []))
+    if out["status"] == "pass" and missed:
+        return {"status": "fail", "failure": "crashed",
+                "detail": f"reported a pass without running {missed}"}
+    return out
 
 
 def data_path(cfg, name: str) -> Path:

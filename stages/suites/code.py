@@ -22,8 +22,11 @@ from stages.suites import all_replies, leakage, probe_dir, read_probes
 JUDGED = "pass@1"
 SAMPLED = True  # eval.samples replies per task when sampling
 # Why a code sample failed, for every suite that runs code: no code in the reply, code that
-# does not compile, an exception (by type), a wrong value, a time limit, or no verdict at all.
-FAILURE_KINDS = ("no_code", "syntax_error", "runtime_error", "wrong_answer", "timeout", "crashed")
+# does not compile, an exception (by type), a wrong value, a time limit, no verdict at all,
+# or (BigCodeBench only, whose tests share the sample's process) code that reaches into the
+# test harness.
+FAILURE_KINDS = ("no_code", "syntax_error", "runtime_error", "wrong_answer", "timeout", "crashed",
+                 "forbidden")
 
 
 def probes(cfg: EvalStage, name: str) -> list[dict]:

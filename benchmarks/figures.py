@@ -253,7 +253,7 @@ def pipeline(repo: Path) -> Figures:
                   rf"{re.escape(metrics)}/sft/[^/]+\.json", p)}
     dpo = show_json(repo, commit, f"{metrics}/dpo.json")["dpo"]["train_s"]
     costs = [p for p in ls(repo, commit, f"{metrics}/cost") if p.endswith(".json")]
-    evals = sum(v["wall_s"] for p in costs for v in show_json(repo, commit, p).values())
+    evals = sum(v["wall_s"] for p in costs for k, v in show_json(repo, commit, p).items() if k != "run")
     sft = ", ".join(f"{render.number(s)} s ({phase})" for phase, s in sorted(phases.items()))
     text = (f"The committed run's stages recorded, as `dvc.lock` pins it "
             f"({measured(commit, date)}): base trained for {render.number(base)} s, sft for "

@@ -35,7 +35,7 @@ BENCHMARKS = {
     "base_schedule": "python benchmarks/base_schedule.py --steps 500 --threads 1",
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",
     "generation_bench": f"python benchmarks/generation_bench.py --dataset-path {HUMANEVALPLUS} "
-                        "--tasks 48 --repeats 3 --threads 1",
+                        "--tasks 48 --threads 1 --no-evalplus",
     "score_vs_evalplus-humanevalplus": "python benchmarks/score_vs_evalplus.py --dataset "
                                        f"humaneval+ --dataset-path {HUMANEVALPLUS} --repeats 3 "
                                        "--evalplus-parallel 2",

@@ -229,6 +229,19 @@ def start_server(root: Path, reviewer: str = "ann") -> tuple[subprocess.Popen, s
     return proc, url
 
 
+def submits(browser, action) -> None:
+    """Do `action` (a click or a key that posts a form) and wait for the next page: the
+    click returns before the browser has navigated, so reading at once finds the old page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(browser, 20).until(ec.staleness_of(old))
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "count")))
+
+
 @pytest.fixture
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
@@ -266,7 +279,7 @@ def test_the_page_records_choices_survives_a_killed_server_and_resumes(tmp_path,
         assert browser.find_elements(By.CSS_SELECTOR, ".highlight .k")  # `def`, highlighted
         first = browser.find_element(By.ID, "probe").text
         left_is_sft = "return 3" in browser.find_element(By.ID, "left").text
-        browser.find_element(By.ID, "btn-left").click()                       # 1: a click
+        submits(browser, browser.find_element(By.ID, "btn-left").click)       # 1: a click
         second = browser.find_element(By.ID, "probe").text
         body = browser.find_element(By.TAG_NAME, "body")
         body.send_keys("d")                                                   # diff shown
@@ -274,11 +287,12 @@ def test_the_page_records_choices_survives_a_killed_server_and_resumes(tmp_path,
         browser.save_screenshot(str(tmp_path / "review.png"))
         if os.environ.get("REVIEW_SCREENSHOT"):
             shutil.copy(tmp_path / "review.png", os.environ["REVIEW_SCREENSHOT"])
-        body.send_keys("s")                                                   # skip
+        submits(browser, lambda: body.send_keys("s"))                         # skip
         third = browser.find_element(By.ID, "probe").text
         assert third != second
-        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)  # 2: a key
-        browser.find_element(By.TAG_NAME, "body").send_keys("t")               # 3: tie
+        submits(browser, lambda: browser.find_element(By.TAG_NAME, "body").send_keys(
+            Keys.ARROW_RIGHT))                                                # 2: a key
+        submits(browser, lambda: browser.find_element(By.TAG_NAME, "body").send_keys("t"))
         assert browser.find_element(By.ID, "count").text == "3 / 6 judged"
     finally:
         proc.send_signal(signal.SIGKILL)                                      # mid-review
@@ -295,7 +309,7 @@ def test_the_page_records_choices_survives_a_killed_server_and_resumes(tmp_path,
         assert browser.find_element(By.ID, "count").text == "3 / 6 judged"
         assert browser.find_element(By.ID, "probe").text not in {r["id"] for r in rows}
         for _ in range(3):
-            browser.find_element(By.ID, "btn-tie").click()
+            submits(browser, browser.find_element(By.ID, "btn-tie").click)
         assert browser.find_element(By.ID, "finished").text.startswith("All 6 items judged")
         assert second in {json.loads(line)["id"] for line in file.read_text().splitlines()}
     finally:

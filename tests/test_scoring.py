@@ -115,7 +115,7 @@ def test_failure_shares_per_kind_and_per_exception_type():
              "runtime_error:ZeroDivisionError", "runtime_error:KeyError"]
     assert failure_shares(kinds) == {
         "fail_no_code": 0.125, "fail_syntax_error": 0.0, "fail_runtime_error": 0.375,
-        "fail_wrong_answer": 0.125, "fail_timeout": 0.125, "fail_crashed": 0.0,
+        "fail_wrong_answer": 0.125, "fail_timeout": 0.125, "fail_crashed": 0.0, "fail_forbidden": 0.0,
         "fail_runtime_error:KeyError": 0.125, "fail_runtime_error:ZeroDivisionError": 0.25}
 
 

@@ -26,6 +26,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def git_state(repo: Path = REPO) -> tuple[str | None, list[str]]:
         return None, []
     status = git("status", "--porcelain", "--untracked-files=no") or ""
     return head.strip(), sorted(line[3:].split(" -> ")[-1] for line in status.splitlines())
+
+
+def scratch_clone(name: str) -> tuple[Path, Path]:
+    """A git clone of this repo's HEAD in a fresh temporary folder, for benchmarks that run
+    the pipeline: (folder, clone). The clone commits as `name`; ../shared is linked beside it
+    where this checkout has one, so that overrides naming ../shared/datasets resolve."""
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    clone = work / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    for key, value in (("user.name", name), ("user.email", f"{name}@localhost")):
+        subprocess.run(["git", "config", key, value], cwd=clone, check=True)
+    if (REPO.parent / "shared").exists():
+        (work / "shared").symlink_to(REPO.parent / "shared")
+    return work, clone
 
 
 def write(name: str, title: str, figures: list[dict], notes: str = "",

@@ -204,7 +204,7 @@ def rolling(model, prompts: list[list[int]], decoding: Decoding, batch_size: int
             i = queue.popleft()
             r, one = Row(i, prompts[i], seed, dev), DynamicCache()
             logits = model(input_ids=torch.tensor([prompts[i]], device=dev),
-                           past_key_values=one, use_cache=True, logits_to_keep=1).logits[:, -1]
+                           cache=one, use_cache=True, logits_to_keep=1).logits[:, -1]
             going = r.add(int(choose(logits, [r], decoding)[0]), ends, decoding.max_new_tokens)
             if cost.ttft_s == 0.0:
                 cost.ttft_s = time.perf_counter() - began
@@ -225,7 +225,7 @@ def rolling(model, prompts: list[list[int]], decoding: Decoding, batch_size: int
         position = mask.sum(-1, keepdim=True)
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         logits = model(input_ids=last, attention_mask=mask, position_ids=position,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+                       cache=cache, use_cache=True).logits[:, -1]
         keep = []
         for j, (r, token) in enumerate(zip(rows, choose(logits, rows, decoding).tolist(),
                                            strict=True)):

@@ -114,8 +114,8 @@ def end_token_ids(base_dir: Path, tokenizer) -> tuple[int, ...]:
 def batching(setting: str, model, decoding: Decoding) -> tuple[str, str]:
     """The batching to run and why. `ours`: our rolling batch over the KV cache (`rolling`);
     `continuous`: transformers' continuous batching (`generate_batch`, paged attention);
-    `auto`: continuous on a CUDA GPU, ours on CPU, where generate_batch measured 0.76x ours
-    at 16 rows (benchmarks/results/generation_bench.json). Continuous falls back to ours
+    `auto`: continuous on a CUDA GPU, ours on CPU, where generate_batch ran at 0.41x ours'
+    tokens/s at 16 rows (benchmarks/results/generation_bench.json). Continuous falls back to ours
     where it cannot keep the decoding: generate_batch drops repetition_penalty's processor."""
     if setting not in BATCHINGS:
         raise ValueError(f"eval.batching={setting!r}: expected one of {', '.join(BATCHINGS)}")
@@ -177,7 +177,7 @@ def rolling(model, prompts: list[list[int]], decoding: Decoding, batch_size: int
     """Our own continuous batching over the KV cache: at most `batch_size` rows decode
     together, and as soon as a row ends the next prompt (longest first) is prefilled into its
     place; once the queue is empty, ended rows leave the batch. A batch that waits for its
-    longest reply computed 3.6 row-steps per generated token at 16 rows (28% of row-steps
+    longest reply computed 3.6 row-steps per generated token at 16 rows (27% of row-steps
     produced one, benchmarks/results/generation_bench.json); here every row-step does. Rows
     are left-padded to the widest; position ids count each row's own tokens, so a row
     continues exactly where its prompt ends whatever shares its batch."""

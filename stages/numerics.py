@@ -29,7 +29,6 @@ torch reads these variables lazily, at its first kernel dispatch.
 from __future__ import annotations
 
 import os
-import sys
 
 THREADS = 2
 PINNED_ENV = {
@@ -70,14 +69,7 @@ def pin_torch() -> None:
 
     threads = int(os.environ.get("OMP_NUM_THREADS", THREADS))
     torch.set_num_threads(threads)
-    # torch.use_deterministic_algorithms(True) also imports torch._inductor.config to set the
-    # flag only torch.compile reads: 1.1 s of a 3.7 s eval stage on the tiny model (cProfile,
-    # torch 2.13), and no stage compiles. So the flag is set where eager kernels read it, and
-    # on inductor's config only if something has loaded it already.
-    torch._C._set_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-    inductor = sys.modules.get("torch._inductor.config")
-    if inductor is not None:
-        inductor.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
 
 
 def settings() -> dict:

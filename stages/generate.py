@@ -114,7 +114,7 @@ def end_token_ids(base_dir: Path, tokenizer) -> tuple[int, ...]:
 def batching(setting: str, model, decoding: Decoding) -> tuple[str, str]:
     """The batching to run and why. `ours`: our rolling batch over the KV cache (`rolling`);
     `continuous`: transformers' continuous batching (`generate_batch`, paged attention);
-    `auto`: continuous on a CUDA GPU, ours on CPU, where generate_batch ran at 0.40x ours'
+    `auto`: continuous on a CUDA GPU, ours on CPU, where generate_batch ran at about 0.4x ours'
     tokens/s at 16 rows (benchmarks/results/generation_bench.json). Continuous falls back to ours
     where it cannot keep the decoding: generate_batch drops repetition_penalty's processor."""
     if setting not in BATCHINGS:

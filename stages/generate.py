@@ -142,6 +142,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], decoding: Decodi
     cost = cost if cost is not None else GenerationCost()
     if isinstance(model, VllmModel):
         return model.generate(tokenizer, conversations, decoding, desc, cost, seed)
+    if not conversations:
+        return []
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"]
                for p in chat_prompts(tokenizer, conversations)]
     chosen, reason = batching(how, model, decoding)
@@ -162,7 +164,6 @@ def rolling_unsupported(model) -> str | None:
     """Why our rolling batch cannot run `model`, or None: it trims and joins the rows of a
     plain DynamicCache, which sliding-window and recurrent layers are not."""
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
     config = model.config
     layers = DynamicCache(config=config.get_text_config(decoder=True)).layers

@@ -36,6 +36,8 @@ BENCHMARKS = {
     "curate_bench": "python benchmarks/curate_bench.py --rows 100000 --full-rows 5000",
     "generation_bench": f"python benchmarks/generation_bench.py --dataset-path {HUMANEVALPLUS} "
                         "--tasks 48 --threads 1 --no-evalplus",
+    "eval_bench": "python benchmarks/eval_bench.py --before 3472e34 --variants base sft dpo "
+                  "--repeats 2 --threads 1",
     "score_vs_evalplus-humanevalplus": "python benchmarks/score_vs_evalplus.py --dataset "
                                        f"humaneval+ --dataset-path {HUMANEVALPLUS} --repeats 3 "
                                        "--evalplus-parallel 2",

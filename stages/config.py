@@ -533,6 +533,9 @@ class LmEvalTaskConfig(Strict):
 # the eval matrix in dvc.yaml (written by `python -m stages.compose`), eval's and summary's
 # variants, the report's and chat's choices all come from it.
 VARIANTS = ("base", "sft", "dpo")
+# eval.batching: who batches transformers generation (stages.generate.batching says how each
+# is chosen and when one falls back).
+BATCHINGS = ("ours", "continuous", "auto")
 TRAINED = VARIANTS[1:]
 Variant = Literal[VARIANTS]
 
@@ -546,6 +549,13 @@ class EvalRun(Strict):
     backend: Literal["hf", "vllm"]
     """Who generates: transformers (batch_size prompts at a time), or vLLM on a CUDA GPU with
     vllm installed (stages/vllm_backend.py); perplexity always scores with transformers."""
+    batching: Literal[BATCHINGS]
+    """How the hf backend batches generation: ours (a rolling batch over the KV cache: an
+    ended row leaves at once and the next prompt takes its place), continuous (transformers'
+    generate_batch, paged attention; falls back to ours, saying why, for repetition_penalty
+    != 1, which it drops), or auto (continuous on a CUDA GPU, ours on CPU, where
+    generate_batch measured slower: benchmarks/results/generation_bench.json). Greedy
+    replies are the same either way."""
     timeout_s: PosFloat
     """Wall-clock limit per code task, enforced from outside the test process."""
     limit: PosInt | None

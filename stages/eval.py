@@ -86,7 +86,7 @@ def ask(cfg: EvalStage, model, tokenizer, suite: ModuleType, probes: list[dict],
     n = samples(cfg, suite)
     conversations = [conversation(cfg, suite.prompt(cfg, p)) for p in probes for _ in range(n)]
     flat = generate(model, tokenizer, conversations, how, cfg.eval.batch_size, desc, cost,
-                    seed=cfg.seed)
+                    seed=cfg.seed, how=cfg.eval.batching)
     return [flat[i * n:(i + 1) * n] for i in range(len(probes))]
 
 

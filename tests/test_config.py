@@ -206,6 +206,8 @@ def bad(path: str, value) -> dict:
     (CurateStage, "data.clean.secrets", "keep", "data.clean.secrets: Input should be 'drop'"),
     (CurateStage, "data.val_ratio", 1.0, "data.val_ratio: Input should be less than 1"),
     (EvalStage, "eval.limit", -3, "eval.limit: Input should be greater than 0"),
+    (EvalStage, "eval.batching", "fast",
+     "eval.batching: Input should be 'ours', 'continuous' or 'auto'"),
     (EvalStage, "eval.suites", ["code", "vibes"], "eval.suites.1: Input should be 'code'"),
     (BaseStage, "model.source", "ollama", "model.source: Input should be 'tiny' or 'hub'"),
     (EvalStage, "eval.samples", 5, "eval: Value error, samples=5 needs temperature > 0"),

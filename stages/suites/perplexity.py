@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from stages.config import EvalStage
 from stages.data import code_answer, knowledge_answer
-from stages.generate import assistant_loss, perplexity
+from stages.generate import assistant_losses, perplexity
 from stages.suites import probe_dir, read_probes
 
 JUDGED = "code_loss"  # each row names its own domain's metric
@@ -34,12 +34,12 @@ def probes(cfg: EvalStage, name: str) -> list[dict]:
 
 
 def score(cfg: EvalStage, model, tokenizer, probes: list[dict]) -> list[dict]:
+    conversations = [[{"role": "system", "content": cfg.system_prompt},
+                      {"role": "user", "content": p["question"]},
+                      {"role": "assistant", "content": p["answer"]}] for p in probes]
     rows = []
-    for p in probes:
-        conversation = [{"role": "system", "content": cfg.system_prompt},
-                        {"role": "user", "content": p["question"]},
-                        {"role": "assistant", "content": p["answer"]}]
-        nats, tokens = assistant_loss(model, tokenizer, conversation)
+    losses = assistant_losses(model, tokenizer, conversations, cfg.eval.batch_size)
+    for p, (nats, tokens) in zip(probes, losses, strict=True):
         if tokens == 0:
             raise RuntimeError(f"perplexity: no assistant tokens found in probe {p['id']}; the "
                                "chat template must mark the assistant's reply")

@@ -2,8 +2,7 @@
 
 `dvc repro` never composes, so after editing conf/ run this before `dvc repro`:
 
-    python -m stages.compose                      # conf/ defaults -> params.yaml (and the
-                                                  # eval matrix's variants in dvc.yaml)
+    python -m stages.compose                      # conf/ defaults -> params.yaml
     python -m stages.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
     python -m stages.compose --check              # exit 1, naming what is stale (CI's gate)
 
@@ -13,7 +12,9 @@ wrong, when
 - params.yaml is not the composition of conf/ (the keys that differ);
 - dvc.yaml's params and deps disagree with what each stage reads (stages/config.py's stage
   models, the modules each stage imports, the folders of the input files it accepts), or its
-  eval matrix's variants are not stages.config.VARIANTS, or a trained variant has no stage;
+  eval matrix does not take its variants from params.yaml's `variants` (which
+  stages.config.Config checks against VARIANTS and rl.trained), or a trained variant has no
+  stage;
 - dvc.lock is stale against the code, data and params in the working tree (the stages
   `dvc repro` would run). Works in a clone without DVC cache, as CI has it: outputs a clone
   lacks count as missing data, not as changes (`dvc repro --allow-missing --dry`).
@@ -34,7 +35,6 @@ import yaml
 from stages.config import (
     PARAMS_FILE,
     TRAINED,
-    VARIANTS,
     BaseStage,
     Config,
     ConfigError,
@@ -42,6 +42,7 @@ from stages.config import (
     DpoStage,
     EnvironmentStage,
     EvalStage,
+    GrpoStage,
     LocalCopyStage,
     PathsConfig,
     SftStage,
@@ -60,7 +61,7 @@ DVC_YAML = Path("dvc.yaml")
 # dvc.yaml stage -> the model its module loads; `params` (python -m stages.config) has none.
 STAGE_MODELS: dict[str, type[Stage]] = {
     "local_copy": LocalCopyStage, "environment": EnvironmentStage, "base": BaseStage, "curate": CurateStage, "sft": SftStage,
-    "dpo": DpoStage, "eval": EvalStage, "summary": SummaryStage}
+    "dpo": DpoStage, "grpo": GrpoStage, "eval": EvalStage, "summary": SummaryStage}
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> str:
@@ -195,24 +196,17 @@ def output_path_problems(stages: dict[str, Any]) -> list[str]:
     return problems
 
 
-# The one line of dvc.yaml written from the code: the eval matrix's variants.
-MATRIX_VARIANTS = re.compile(r"^(  eval:\n    matrix:\n      variant: )\[[^\]\n]*\]$", re.M)
-
-
-def with_variants(text: str) -> str:
-    """dvc.yaml's text with its eval matrix over stages.config.VARIANTS."""
-    if not MATRIX_VARIANTS.search(text):
-        raise ConfigError(f"{DVC_YAML}: no `eval: matrix: variant: [...]` lines to write the "
-                          "variants into; restore them (stages.compose writes the list)")
-    return MATRIX_VARIANTS.sub(lambda m: f"{m.group(1)}[{', '.join(VARIANTS)}]", text)
+# The eval matrix's variants: params.yaml's `variants`, so that `dvc exp run -S rl=grpo` (which
+# composes params.yaml but never runs this module) scores grpo too.
+MATRIX_VARIANTS = "${variants}"
 
 
 def variant_problems(stages: dict[str, Any]) -> list[str]:
     problems = []
-    if stages["eval"].get("matrix", {}).get("variant") != list(VARIANTS):
+    if stages["eval"].get("matrix", {}).get("variant") != MATRIX_VARIANTS:
         problems.append(f"eval: matrix variants are {stages['eval'].get('matrix', {}).get('variant')}"
-                        f", stages.config.VARIANTS are {list(VARIANTS)}: run `python -m "
-                        "stages.compose`")
+                        f"; write `variant: {MATRIX_VARIANTS}` (params.yaml's list, which "
+                        "conf/rl/ sets and stages.config.Config checks against VARIANTS)")
     for variant in TRAINED:
         if variant not in stages:
             problems.append(f"{variant}: no stage of that name (every trained variant in "
@@ -264,10 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
-        dvc_yaml = DVC_YAML.read_text(encoding="utf-8")
-        if with_variants(dvc_yaml) != dvc_yaml:
-            atomic_write_text(DVC_YAML, with_variants(dvc_yaml))
-            print(f"wrote {DVC_YAML} (eval matrix variants {list(VARIANTS)})")
         return 0
 
     problems = [p for p in [params_problem(text, args.out)] if p]

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stages.io import UserError
 
@@ -532,12 +540,99 @@ class LmEvalTaskConfig(Strict):
 # trained one, named as its dvc.yaml stage, its models/ folder and its metrics. The one list:
 # the eval matrix in dvc.yaml (written by `python -m stages.compose`), eval's and summary's
 # variants, the report's and chat's choices all come from it.
-VARIANTS = ("base", "sft", "dpo")
+VARIANTS = ("base", "sft", "dpo", "grpo")
 # eval.batching: who batches transformers generation (stages.generate.batching says how each
 # is chosen and when one falls back).
 BATCHINGS = ("ours", "continuous", "auto")
 TRAINED = VARIANTS[1:]
 Variant = Literal[VARIANTS]
+# Trained only when the config asks (conf/rl/: `rl.trained`): dvc.yaml's stage for each loops
+# over rl.trained, so with rl=none it has no instance, and params.yaml's `variants` (the eval
+# matrix's) leaves it out. The default pipeline neither runs nor pays for them.
+OPTIONAL = ("grpo",)
+
+
+# What GRPO can be rewarded with: the judges of these suites, run on training rows (never
+# on their probes), and `format`, the shape every code suite needs before it can judge.
+SUITE_REWARDS = ("code", "identity")
+REWARDS = (*SUITE_REWARDS, "format")
+
+
+class GrpoConfig(Strict):
+    """GRPO from the SFT adapter (conf/rl/grpo.yaml; -S rl=grpo): TRL's GRPOTrainer, rewarded
+    by the suites' own judges on curated training rows."""
+
+    rewards: dict[str, PosFloat]
+    """Reward name -> weight in the sum GRPO normalises per group. code: pass@1 of the reply's
+    code block on the task's visible tests, in the sandbox; identity: the identity suite's
+    judge (names the configured identity and no other maker); format: one fenced code block
+    that parses (code rows only)."""
+    group_size: int
+    """Completions sampled per prompt (TRL's num_generations): GRPO's advantage is a reply's
+    reward minus its group's mean, so a group of 1 has no signal."""
+    prompts_per_step: PosInt
+    """Prompts per optimizer step; the step trains on prompts_per_step x group_size replies."""
+    steps: PosInt
+    """Optimizer steps (each samples fresh groups)."""
+    lr: PosFloat
+    beta: PosFloat
+    """Weight of the KL penalty to the reference (the frozen SFT adapter); > 0 so KL is
+    measured and logged."""
+    temperature: PosFloat
+    """Sampling temperature of the groups: a group of identical greedy replies has no signal."""
+    max_completion_length: PosInt
+    """Longest reply in tokens."""
+    identity_share: Fraction
+    """Share of the training prompts that are identity questions (the rest are code tasks)."""
+    hidden_edge_cases: NonNegInt
+    """Edge-case inputs per task for the stricter hidden check (reward_hack_rate), derived
+    from the test inputs and answered by the task's reference solution."""
+    timeout_s: PosFloat
+    """Wall-clock limit per reply's tests in the sandbox."""
+    backend: Literal["hf", "vllm"]
+    """Who samples the groups: transformers, or vLLM on a CUDA GPU (TRL's use_vllm)."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    """As sft.precision."""
+
+    @field_validator("group_size")
+    @classmethod
+    def _a_group(cls, size: int) -> int:
+        if size < 2:
+            raise ValueError("GRPO compares each reply with the others of its group, so a group "
+                             "needs >= 2 replies; set e.g. -S rl.grpo.group_size=4")
+        return size
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, rewards: dict[str, float]) -> dict[str, float]:
+        if not rewards:
+            raise ValueError("GRPO needs at least one reward, e.g. -S 'rl.grpo.rewards={code: "
+                             "1.0}'")
+        problems = []
+        for name in rewards:
+            if name in get_args(Suite) and name not in REWARDS:
+                problems.append(f"rl.grpo.rewards.{name}: suite {name} has no training reward")
+            elif name not in REWARDS:
+                problems.append(f"rl.grpo.rewards.{name}: no suite or reward of that name")
+        if problems:
+            raise ValueError("; ".join(problems) + f" (rewards: {', '.join(REWARDS)})")
+        return rewards
+
+
+class RlConfig(Strict):
+    """The rl group (conf/rl/): which optional variants are trained, and their settings."""
+
+    trained: list[Literal[OPTIONAL]]
+    """dvc.yaml's grpo stage loops over this list: [] (rl=none) gives it no instance."""
+    grpo: GrpoConfig | None
+
+    @field_validator("grpo")
+    @classmethod
+    def _settings_of_the_trained(cls, grpo: GrpoConfig | None, info: ValidationInfo):
+        if "trained" in info.data and ("grpo" in info.data["trained"]) != (grpo is not None):
+            raise ValueError("rl.trained lists grpo exactly when rl.grpo holds its settings; "
+                             "use -S rl=grpo or -S rl=none (conf/rl/)")
+        return grpo
 
 
 class EvalRun(Strict):
@@ -712,6 +807,15 @@ class DpoStage(Stage):
     paths: PathsConfig
 
 
+class GrpoStage(Stage):
+    seed: int
+    unsafe_execution: bool
+    identity: IdentityConfig
+    model: ModelConfig
+    rl: RlConfig
+    paths: PathsConfig
+
+
 class EvalStage(Stage):
     seed: int
     unsafe_execution: bool
@@ -731,6 +835,7 @@ class EvalStage(Stage):
 
 class SummaryStage(Stage):
     seed: int
+    variants: list[Variant]
     eval: EvalReport
     paths: PathsConfig
 
@@ -757,7 +862,23 @@ class Config(Strict):
     data: DataConfig
     sft: SftConfig
     dpo: DpoConfig
+    rl: RlConfig
+    variants: list[Variant]
+    """The eval matrix's variants (dvc.yaml: variant: ${variants}), set by conf/rl/: every
+    variant of VARIANTS but the OPTIONAL ones rl.trained leaves out."""
     eval: EvalConfig
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_of_the_rl_group(cls, variants: list[str], info: ValidationInfo) -> list[str]:
+        if "rl" not in info.data:  # rl itself is invalid: that error is reported
+            return variants
+        trained = info.data["rl"].trained
+        want = [v for v in VARIANTS if v not in OPTIONAL or v in trained]
+        if variants != want:
+            raise ValueError(f"with rl.trained {trained} the variants must be {want} "
+                             "(conf/rl/ sets both; use -S rl=grpo or -S rl=none)")
+        return variants
 
 
 S = TypeVar("S", bound=Strict)

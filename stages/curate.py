@@ -4,7 +4,8 @@ Reads   params seed, system_prompt, identity, data, benchmarks, paths; data/sour
         other file named in data.sources; models/base (tokenizer, for token counts)
 Writes  data/curated/  sft.jsonl + sft.val.jsonl, phases/<name>.jsonl + <name>.val.jsonl
                        (staged mixes), prefs.jsonl, probes/*.jsonl, decontamination.jsonl,
-                       card.json
+                       card.json, code_tasks.jsonl (the training rows that carry tests, with
+                       them: GRPO's code tasks, never a probe)
         metrics/curate.json  rows in/out, tokens and drops per reason, per source and in total
 Run     dvc repro curate   (or: python -m stages.curate)
 
@@ -116,6 +117,7 @@ def main(cfg: CurateStage | None = None) -> dict:
             write_jsonl(tmp / "phases" / f"{name}.jsonl", map(public, phase_train))
             write_jsonl(tmp / "phases" / f"{name}.val.jsonl", map(public, phase_val))
         write_jsonl(tmp / "prefs.jsonl", pairs)
+        write_jsonl(tmp / "code_tasks.jsonl", code_tasks(train))
         for name, probe_rows in probes.items():
             write_jsonl(tmp / "probes" / name, probe_rows)
         write_jsonl(tmp / "decontamination.jsonl", curator.contaminated)
@@ -132,6 +134,20 @@ def split(rows: list[dict], val_ratio: float, rng: random.Random) -> tuple[list,
     rows = rng.sample(rows, len(rows))
     n_val = round(len(rows) * val_ratio)
     return rows[n_val:], rows[:n_val]
+
+
+def code_tasks(train: list[dict]) -> list[dict]:
+    """Each training row whose source gave it tests, once (a `#N` draw may repeat it): its
+    prompt (the chat without the reply), entry point, reference solution and tests. Rows left
+    out of training (validation, drops, decontaminated) are not here."""
+    out, seen = [], set()
+    for row in train:
+        task = row.get("task")
+        if task is None or task["task_id"] in seen:
+            continue
+        seen.add(task["task_id"])
+        out.append({**task, "prompt": row["messages"][:-1]})
+    return out
 
 
 def public(row: dict) -> dict:
@@ -220,6 +236,10 @@ class Curator:
                "tested": "tests" in raw}
         if tools:
             row["tools"] = tools
+        if isinstance(raw.get("tests"), list) and raw.get("entry_point"):
+            row["task"] = {"task_id": str(raw.get("task_id", where)),
+                           "entry_point": raw["entry_point"], "solution": raw.get("solution"),
+                           "tests": raw["tests"]}
         text = text_of(row)
         secrets = self.scanner.find(text + "\n" + json.dumps(tools or [], ensure_ascii=False))
         if secrets:

@@ -1,4 +1,4 @@
-"""eval: score one variant (base, sft or dpo) on one suite.
+"""eval: score one variant (base, sft, dpo, or grpo with -S rl=grpo) on one suite.
 
 Reads   params seed, unsafe_execution, system_prompt, identity, model, eval (its EvalRun keys),
         benchmarks, paths;

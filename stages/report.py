@@ -40,7 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stages.compose import flatten
-from stages.config import TRAINED, VARIANTS, run_stage
+from stages.config import OPTIONAL, TRAINED, VARIANTS, run_stage
 from stages.io import DataError, atomic_write_text, parse_jsonl
 from stages.stats import verdict
 
@@ -592,7 +592,8 @@ def replies_section(head: Revision, snap: dict) -> str:
 
 
 def flips_text(head: Revision, snap: dict, suite: str, cap: int | None) -> str:
-    variants = VARIANTS
+    # the revision's own variants; one from before params.yaml listed them trained no OPTIONAL one
+    variants = snap["params"].get("variants", [v for v in VARIANTS if v not in OPTIONAL])
     tasks, missing = {}, []
     for v in variants:
         path = f"{snap['metrics']}/tasks/{v}/{suite}.jsonl"

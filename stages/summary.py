@@ -1,6 +1,6 @@
 """summary: every variant against base, metric by metric and probe by probe.
 
-Reads   params seed, eval.suites, eval.budget, eval.bootstrap_resamples, paths;
+Reads   params seed, variants (base, sft, dpo, and grpo with -S rl=grpo), eval.suites, eval.budget, eval.bootstrap_resamples, paths;
         metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl;
         data/reviews/<suite>-<a>-vs-<b>.jsonl (blind A/B judgments, stages/review.py; may be none)
 Writes  metrics/summary.json (capability only: no timings), metrics/capability/<variant>.json
@@ -47,13 +47,14 @@ REVIEW = "review"
 def main(cfg: SummaryStage | None = None) -> dict:
     cfg = cfg or load(SummaryStage)
     summary, scores, tasks = {}, {}, {}
+    variants = cfg.variants  # base first, then each trained one the config trains
     for suite in cfg.eval.suites:
-        results = {v: read_suite(cfg, v, suite) for v in VARIANTS}
-        tasks[suite] = {v: results[v][1] for v in VARIANTS}
-        summary[suite] = compare({v: results[v][0] for v in VARIANTS})
-        for metric, by_variant in pair_rows(suite, {v: results[v][1] for v in VARIANTS}).items():
+        results = {v: read_suite(cfg, v, suite) for v in variants}
+        tasks[suite] = {v: results[v][1] for v in variants}
+        summary[suite] = compare({v: results[v][0] for v in variants})
+        for metric, by_variant in pair_rows(suite, {v: results[v][1] for v in variants}).items():
             row = summary[suite].setdefault(metric, {})
-            for variant in VARIANTS[1:]:
+            for variant in variants[1:]:
                 row.update(judge(variant, by_variant["base"], by_variant[variant],
                                  cfg.eval.budget.get(suite), cfg))
             if "diversity" in by_variant["base"][0]:
@@ -62,12 +63,12 @@ def main(cfg: SummaryStage | None = None) -> dict:
                 scores.setdefault(suite, {v: [outcome(r) for r in rows]
                                           for v, rows in by_variant.items()})
     summary[LEARNED_FORGOT] = learned_forgot(cfg, summary, scores)
-    reviews = review_summary(Path(REVIEWS_DIR), tasks, get_args(Suite), VARIANTS,
+    reviews = review_summary(Path(REVIEWS_DIR), tasks, get_args(Suite), tuple(variants),
                              cfg.eval.bootstrap_resamples, cfg.seed)
     if reviews:
         summary[REVIEW] = reviews
     write_json(Path(cfg.paths.metrics) / "summary.json", summary)
-    for variant in VARIANTS:
+    for variant in variants:
         write_json(Path(cfg.paths.metrics) / "capability" / f"{variant}.json",
                    capability_bars(summary, variant))
     for suite, metrics in summary.items():
@@ -91,11 +92,11 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
     if metric is not None:
         row = target[metric]
         out["learned"] = {"suite": cfg.eval.target, "metric": metric, "base": row["base"],
-                          **{k: row[k] for v in VARIANTS[1:]
+                          **{k: row[k] for v in cfg.variants[1:]
                              for k in (v, f"{v}_delta", f"{v}_ci95_low", f"{v}_ci95_high",
                                        f"{v}_ci_method")}}
     forgot: dict = {}
-    for variant in VARIANTS[1:]:
+    for variant in cfg.variants[1:]:
         forgot.update(retention(cfg.eval.retention, scores, variant))
     if forgot:
         out["forgot"] = forgot
@@ -109,7 +110,7 @@ def pair_diversity(rows: dict, by_variant: dict[str, list[dict]]) -> None:
     for measure in diversity.MEASURES:
         row = rows.setdefault(measure, {})
         base = [r["diversity"][measure] for r in by_variant["base"]]
-        for v in VARIANTS[1:]:
+        for v in list(by_variant)[1:]:
             stat = paired_graded(base, [r["diversity"][measure] for r in by_variant[v]])
             row.update({f"{v}_n": stat.n, f"{v}_ci95_low": round(stat.low, 4),
                         f"{v}_ci95_high": round(stat.high, 4), f"{v}_p": float(f"{stat.p:.4g}"),
@@ -144,8 +145,9 @@ def compare(by_variant: dict[str, dict]) -> dict:
     numeric metric of the suite; counts (passed, tasks) are left out. eval writes a share
     per runtime error type (fail_runtime_error:<Type>) only for the types that occurred, so
     one that any variant has is compared, as 0 where a variant has none."""
+    variants = list(by_variant)  # base first
     names = list(by_variant["base"])
-    names += sorted({m for v in VARIANTS[1:] for m in by_variant[v]
+    names += sorted({m for v in variants[1:] for m in by_variant[v]
                      if m.startswith(ERROR_TYPE_SHARE)} - set(names))
     out = {}
     for metric in names:
@@ -153,8 +155,8 @@ def compare(by_variant: dict[str, dict]) -> dict:
                                                     (int, float)):
             continue
         row = {v: by_variant[v].get(metric, 0.0) if metric.startswith(ERROR_TYPE_SHARE)
-               else by_variant[v][metric] for v in VARIANTS}
-        for v in VARIANTS[1:]:
+               else by_variant[v][metric] for v in variants}
+        for v in variants[1:]:
             row[f"{v}_delta"] = round(row[v] - row["base"], 4)
         out[metric] = row
     return out
@@ -174,13 +176,13 @@ def pair_rows(suite: str, tasks: dict[str, list[dict]]) -> dict[str, dict[str, l
                         raise DataError(f"{suite}: {v} has probe id {r['id']!r} twice; rerun eval")
                     keyed[v][r["id"]] = r
         order = list(keyed["base"])
-        for v in VARIANTS[1:]:
+        for v in list(tasks)[1:]:
             if set(keyed[v]) != set(order):
                 missing = sorted(set(order) - set(keyed[v]))[:3]
                 extra = sorted(set(keyed[v]) - set(order))[:3]
                 raise DataError(f"{suite} {metric}: {v} was scored on other probes than base "
                                  f"(missing {missing}, extra {extra}); rerun eval")
-        out[metric] = {v: [keyed[v][k] for k in order] for v in VARIANTS}
+        out[metric] = {v: [keyed[v][k] for k in order] for v in tasks}
     return out
 
 

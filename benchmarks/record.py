@@ -20,12 +20,14 @@ even where an editable install points at another one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,6 +103,33 @@ def git_state(repo: Path = REPO) -> tuple[str | None, list[str]]:
     return head.strip(), sorted(line[3:].split(" -> ")[-1] for line in status.splitlines())
 
 
+def scratch_clone(name: str) -> tuple[Path, Path]:
+    """A git clone of this repo's HEAD in a fresh temporary folder, for benchmarks that run
+    the pipeline: (folder, clone). The clone commits as `name`; ../shared is linked beside it
+    where this checkout has one, so that overrides naming ../shared/datasets resolve."""
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    clone = work / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    for key, value in (("user.name", name), ("user.email", f"{name}@localhost")):
+        subprocess.run(["git", "config", key, value], cwd=clone, check=True)
+    if (REPO.parent / "shared").exists():
+        (work / "shared").symlink_to(REPO.parent / "shared")
+    return work, clone
+
+
+def inputs(argv: list[str] | None = None) -> dict[str, str]:
+    """sha256 of each file the command line names (a dataset, a samples file), keyed as
+    typed: the commit pins the code, this pins the data outside git (../shared/datasets),
+    so a record measured on another copy of a dataset shows it."""
+    out = {}
+    for arg in (sys.argv if argv is None else argv)[1:]:
+        for part in arg.split("=")[-1:]:  # --dataset-path=FILE as well as --dataset-path FILE
+            path = Path(part)
+            if path.is_file():
+                out[part] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
 def write(name: str, title: str, figures: list[dict], notes: str = "",
           path: Path | None = None, extra: dict | None = None,
           state: tuple[str | None, list[str]] | None = None) -> Path:
@@ -110,8 +139,8 @@ def write(name: str, title: str, figures: list[dict], notes: str = "",
     commit, dirty = state or git_state()
     record = {"name": name, "title": title, "command": command(), "machine": machine(),
               "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "commit": commit, "dirty": dirty, "figures": figures, "notes": notes,
-              **(extra or {})}
+              "commit": commit, "dirty": dirty, "inputs": inputs(), "figures": figures,
+              "notes": notes, **(extra or {})}
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

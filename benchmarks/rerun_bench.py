@@ -29,14 +29,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import record
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
 # A 2-layer, 64-wide model pretrained for 60 steps; one epoch of sft and dpo; 3 probes per
 # eval suite, 24 new tokens each. Every stage still runs its real code.
 SHRINK = ["model.train.steps=60", "model.arch.hidden_size=64", "model.arch.num_layers=2",
@@ -59,13 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     key = args.change.split("=", 1)[0]
 
-    work = Path(tempfile.mkdtemp(prefix="rerun-bench-"))
-    clone = work / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    for name, value in (("user.name", "rerun-bench"), ("user.email", "rerun-bench@localhost")):
-        subprocess.run(["git", "config", name, value], cwd=clone, check=True)
-    if (REPO.parent / "shared").exists():  # for overrides naming ../shared/datasets
-        (work / "shared").symlink_to(REPO.parent / "shared")
+    work, clone = record.scratch_clone("rerun-bench")
 
     results = [exp_run(clone, "1. full run", SHRINK, work)]
     original = lookup(yaml.safe_load((clone / "params.yaml").read_text()), key)

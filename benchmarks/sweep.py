@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import record
@@ -76,14 +75,7 @@ def main() -> None:
 
 
 def run_sweep(key: str, values: list[str], overrides: list[str], keep: bool) -> list[dict]:
-    repo = record.REPO
-    work = Path(tempfile.mkdtemp(prefix="sweep-"))
-    clone = work / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
-    for name, value in (("user.name", "sweep"), ("user.email", "sweep@localhost")):
-        subprocess.run(["git", "config", name, value], cwd=clone, check=True)
-    if (repo.parent / "shared").exists():  # for overrides naming ../shared/datasets
-        (work / "shared").symlink_to(repo.parent / "shared")
+    work, clone = record.scratch_clone("sweep")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for value in values:
         argv = ["dvc", "exp", "run", "-S", f"{key}={value}",

@@ -12,10 +12,10 @@ Job keys: code (the sample), evalplus (run it as evalplus's unsafe_execute does:
 reliability_guard with the memory limit given, every call inside swallow_io and time_limit).
 """
 
-# encode and decode are defined by stages/plain.py, whose text comes first:
+# encode and decode are defined by stages/plain.py, read_exact and write_all by
+# stages/sandbox_wire.py, whose texts come first:
 # ruff: noqa: F821
 import json
-import os
 import struct
 import time
 
@@ -23,25 +23,12 @@ FLUSH_S = 0.02
 
 
 def read_message(fd):
-    head = _read_exact(fd, 4)
-    return json.loads(_read_exact(fd, struct.unpack(">I", head)[0]))
-
-
-def _read_exact(fd, n):
-    data = bytearray()
-    while len(data) < n:
-        chunk = os.read(fd, min(n - len(data), 1 << 20))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return bytes(data)
+    return json.loads(read_exact(fd, struct.unpack(">I", read_exact(fd, 4))[0]))
 
 
 def write_message(fd, message):
     data = json.dumps(message).encode()
-    view = memoryview(struct.pack(">I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
+    write_all(fd, struct.pack(">I", len(data)) + data)
 
 
 def error_kind(err, timeout_type):

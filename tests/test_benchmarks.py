@@ -4,6 +4,7 @@ makes of the committed records, and each record came from the command render.py 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -51,7 +52,8 @@ def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
                        "a note", tmp_path / "r.json")
     rec = json.loads(out.read_text())
     assert list(rec) == ["name", "title", "command", "machine", "date", "commit", "dirty",
-                         "figures", "notes"]
+                         "inputs", "figures", "notes"]
+    assert rec["inputs"] == {}  # the command names no file
     assert set(render.RECORD_KEYS) <= set(rec)
     # This checkout's HEAD and what differs from it, as git says.
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
@@ -65,6 +67,17 @@ def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
     m = rec["machine"]
     assert m["cores"] >= 1 and m["ram_gib"] > 0 and m["cpu"] and m["torch"]
     assert len(m["load_1min"]) == 2
+
+
+def test_a_record_pins_the_files_its_command_names(tmp_path, monkeypatch):
+    data = tmp_path / "tasks.jsonl"
+    data.write_text('{"task_id": "t/0"}\n')
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "score_vs_evalplus.py"), "--dataset-path",
+                                      str(data), f"--other={data}", "--repeats", "3"])
+    want = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert record.inputs() == {str(data): want}
+    data.write_text('{"task_id": "t/1"}\n')  # another copy of the dataset: another hash
+    assert record.inputs() != {str(data): want}
 
 
 def test_the_page_lists_known_benchmarks_in_order_then_new_ones_by_name(tmp_path):
@@ -130,7 +143,12 @@ def test_every_listed_benchmark_has_a_record_from_its_listed_command(name):
         assert not path.exists(), f"{name} has a record now: take it out of render.NOT_RUN"
         pytest.skip(f"{name} not run yet: {render.NOT_RUN[name]}")
     assert path.exists(), f"no {path.relative_to(REPO)}: python benchmarks/render.py --run --only {name}"
-    assert json.loads(path.read_text())["command"] == render.BENCHMARKS[name]
+    rec = json.loads(path.read_text())
+    assert rec["command"] == render.BENCHMARKS[name]
+    # The data it read outside git is the data here (where this checkout has it).
+    changed = [f for f, sha in rec.get("inputs", {}).items()
+               if (REPO / f).is_file() and hashlib.sha256((REPO / f).read_bytes()).hexdigest() != sha]
+    assert not changed, f"{name} measured other copies of {changed}: rerun it"
 
 
 def test_committed_page_is_rendered_from_the_committed_records():

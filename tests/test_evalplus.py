@@ -175,3 +175,17 @@ def test_mbpp_suite_runs_on_the_tiny_model(pipeline, tmp_path_factory):
     assert metrics["tasks"] == 1 and metrics["dataset_md5"]
     assert metrics["evalplus_version"].startswith("0.")
     assert 0.0 <= metrics["pass@1"] <= metrics["pass@1_base"] <= 1.0
+
+
+def test_the_first_tasks_get_expected_outputs_of_their_own(humaneval_file):
+    # eval.limit computes expected outputs for its tasks only; evalplus caches them by key,
+    # so the subset's cache must not stand in for the whole file's, before or after it.
+    from stages.evalplus_suite import load_benchmark
+
+    first = load_benchmark("humaneval+", str(humaneval_file), first=1)
+    whole = load_benchmark("humaneval+", str(humaneval_file))
+    again = load_benchmark("humaneval+", str(humaneval_file), first=1)
+    assert list(first.problems) == list(again.problems) == list(whole.problems)[:1]
+    assert set(first.expected) == set(again.expected) == set(list(whole.problems)[:1])
+    assert set(whole.expected) == set(whole.problems) and len(whole.problems) == len(TASKS)
+    assert first.md5 == whole.md5  # the file's hash, as public runs report it

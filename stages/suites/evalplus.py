@@ -26,12 +26,12 @@ INSTRUCTION = ("Please provide a self-contained Python script that solves the fo
 
 def benchmark(cfg: EvalStage, name: str):
     path = cfg.benchmarks.humanevalplus if name == "humaneval+" else cfg.benchmarks.mbppplus
-    return load_benchmark(name, path)
+    return load_benchmark(name, path, cfg.eval.limit or None)
 
 
 def probes(cfg: EvalStage, name: str) -> list[dict]:
     bench = benchmark(cfg, name)
-    task_ids = list(bench.problems)[: cfg.eval.limit] if cfg.eval.limit else list(bench.problems)
+    task_ids = list(bench.problems)  # the first eval.limit of them when it is set
     return unique_ids([{"id": t, "suite": name, "prompt": bench.problems[t]["prompt"],
                         "entry_point": bench.problems[t]["entry_point"]} for t in task_ids],
                       f"{name} tasks")

@@ -538,8 +538,8 @@ class LmEvalTaskConfig(Strict):
     """Generated tasks (gsm8k): longest reply in tokens; null: the harness's 256."""
 # The model variants, in order: base first (every other one is compared with it), then each
 # trained one, named as its dvc.yaml stage, its models/ folder and its metrics. The one list:
-# the eval matrix in dvc.yaml (written by `python -m stages.compose`), eval's and summary's
-# variants, the report's and chat's choices all come from it.
+# params.yaml's `variants` (the eval matrix's and summary's; Config checks it against this
+# list and rl.trained), eval's, the report's and chat's choices all come from it.
 VARIANTS = ("base", "sft", "dpo", "grpo")
 # eval.batching: who batches transformers generation (stages.generate.batching says how each
 # is chosen and when one falls back).

@@ -116,12 +116,13 @@ def main(cfg: GrpoStage | None = None) -> dict:
         "completions": trainer.state.global_step * grpo.prompts_per_step * grpo.group_size,
         "reward_first": round(logged(history, "reward")[0], 4),
         "reward_final": round(last_logged(history, "reward"), 4),
-        "reward_mean": round(sum(logged(history, "reward")) / len(logged(history, "reward")), 4),
-        **{f"reward_{name}_mean": round(sum(v) / len(v), 4) for name in grpo.rewards
-           if (v := logged(history, f"rewards/{name}/mean"))},
+        "reward_mean": mean_logged(history, "reward"),
+        # a step whose batch held no row a reward applies to logs it as None
+        **{f"reward_{name}_mean": mean_logged(history, f"rewards/{name}/mean")
+           for name in grpo.rewards},
         "kl_final": round(last_logged(history, "kl"), 6),
-        "completion_length_mean": round(sum(logged(history, "completions/mean_length"))
-                                        / len(logged(history, "completions/mean_length")), 2),
+        "kl_mean": mean_logged(history, "kl", 6),
+        "completion_length_mean": mean_logged(history, "completions/mean_length", 2),
         **judges.hack_figures(),
         **meter.figures(),
         **peak_memory(),
@@ -218,6 +219,12 @@ class Judges:
         hacks = sum(h for _, h in self.per_step)
         return {"reward_hack_rate": round(hacks / accepted, 4) if accepted else None,
                 "code_accepted": accepted, "hidden_rejected": hacks}
+
+
+def mean_logged(history: list[dict], key: str, digits: int = 4) -> float | None:
+    """Mean over the steps that logged a number under `key`; None if none did."""
+    values = [v for v in logged(history, key) if isinstance(v, (int, float)) and v == v]
+    return round(sum(values) / len(values), digits) if values else None
 
 
 def with_hack_rates(history: list[dict], per_step: list[tuple[int, int]]) -> list[dict]:

@@ -159,32 +159,33 @@ def test_check_catches_dvc_yaml_out_of_step_with_the_stages(tmp_path, edit, expe
     assert any(expected in p for p in problems), problems
 
 
-def test_eval_matrix_suites_come_from_the_config():
+def test_eval_matrix_suites_and_variants_come_from_the_config():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert stages["eval"]["matrix"]["suite"] == "${eval.suites}"
-    assert stages["eval"]["matrix"]["variant"] == list(VARIANTS)
+    assert stages["eval"]["matrix"]["variant"] == "${variants}"
 
 
-def test_the_variants_are_declared_once_and_compose_writes_them_into_dvc_yaml(tmp_path,
-                                                                            monkeypatch):
-    """Adding a variant is one entry in stages.config.VARIANTS (and its stage): compose writes
-    the eval matrix, --check names a dvc.yaml that lags, and every module reads the list."""
+def test_the_variants_are_declared_once_and_the_config_follows_them(tmp_path, monkeypatch):
+    """Adding a variant is one entry in stages.config.VARIANTS (and its stage): params.yaml's
+    `variants` (the eval matrix's) must be VARIANTS less the OPTIONAL ones rl.trained leaves
+    out, --check names a dvc.yaml whose matrix lists them by hand or that lacks a trained
+    variant's stage, and every module reads the one list."""
+    from stages import config
     from stages import eval as eval_stage
-    from stages import summary
 
-    assert eval_stage.VARIANTS is summary.VARIANTS is VARIANTS
+    assert eval_stage.VARIANTS is VARIANTS
+    assert repo_params()["variants"] == [v for v in VARIANTS if v not in config.OPTIONAL]
+    monkeypatch.setattr(config, "VARIANTS", (*VARIANTS, "orpo"))
+    with pytest.raises(ConfigError, match=r"variants: .*must be \['base', 'sft', 'dpo', 'orpo'\]"):
+        validate(config.Config, repo_params())
     text = (REPO / "dvc.yaml").read_text()
-    assert compose.with_variants(text) == text
-    monkeypatch.setattr(compose, "VARIANTS", (*VARIANTS, "grpo"))
-    monkeypatch.setattr(compose, "TRAINED", (*VARIANTS[1:], "grpo"))
-    written = compose.with_variants(text)
-    assert "variant: [base, sft, dpo, grpo]" in written
-    assert written.replace("variant: [base, sft, dpo, grpo]", "variant: [base, sft, dpo]") == text
     path = tmp_path / "dvc.yaml"
-    path.write_text(text)
+    path.write_text(text.replace("variant: ${variants}", "variant: [base, sft, dpo]"))
+    monkeypatch.setattr(compose, "TRAINED", (*VARIANTS[1:], "orpo"))
     problems = compose.dvc_yaml_problems(repo_params(), path, REPO)
-    assert any("eval: matrix variants are ['base', 'sft', 'dpo']" in p for p in problems)
-    assert any(p.startswith("grpo: no stage of that name") for p in problems)
+    assert any("eval: matrix variants are ['base', 'sft', 'dpo']; write `variant: ${variants}`"
+               in p for p in problems), problems
+    assert any(p.startswith("orpo: no stage of that name") for p in problems)
 
 
 def bad(path: str, value) -> dict:

@@ -133,6 +133,20 @@ def test_identity_reward_is_the_identity_judge():
 # ---- a tiny run ---------------------------------------------------------------------------
 
 
+def test_curate_gives_grpo_the_training_code_tasks_with_their_tests_and_no_probe(pipeline):
+    root, _ = pipeline
+    tasks = [json.loads(line) for line in
+             (root / "curated" / "code_tasks.jsonl").read_text().splitlines()]
+    probes = [json.loads(line) for line in
+              (REPO / "data" / "sources" / "probes" / "code.jsonl").read_text().splitlines()]
+    # conftest's mix holds the first 6 rows of data/sources/code_tasks.jsonl
+    assert sorted(t["task_id"] for t in tasks) == [f"train/{i:02d}" for i in range(6)]
+    assert all(t["tests"] and t["solution"] and t["prompt"][-1]["role"] == "user" for t in tasks)
+    asked = {t["prompt"][-1]["content"] for t in tasks}
+    assert not asked & {p["prompt"] for p in probes}
+
+
+
 @needs_sandbox
 def test_a_tiny_grpo_run_trains_the_sft_adapter_and_logs_every_step(pipeline, tmp_path):
     from stages import grpo

@@ -123,10 +123,9 @@ def inputs(argv: list[str] | None = None) -> dict[str, str]:
     so a record measured on another copy of a dataset shows it."""
     out = {}
     for arg in (sys.argv if argv is None else argv)[1:]:
-        for part in arg.split("=")[-1:]:  # --dataset-path=FILE as well as --dataset-path FILE
-            path = Path(part)
-            if path.is_file():
-                out[part] = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = arg.rpartition("=")[2]  # --dataset-path=FILE as well as --dataset-path FILE
+        if Path(name).is_file():
+            out[name] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
     return out
 
 

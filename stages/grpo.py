@@ -25,6 +25,7 @@ a frozen copy of it as the reference ("ref" adapter), so KL is measured against 
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def main(cfg: GrpoStage | None = None) -> dict:
         "prompts": len(dataset),
         "code_prompts": sum(k == CODE for k in dataset["kind"]),
         "identity_prompts": sum(k == IDENTITY for k in dataset["kind"]),
-        "completions": trainer.state.global_step * grpo.prompts_per_step * grpo.group_size,
+        "completions": judges.completions,
         "reward_first": round(logged(history, "reward")[0], 4),
         "reward_final": round(last_logged(history, "reward"), 4),
         "reward_mean": mean_logged(history, "reward"),
@@ -189,10 +190,20 @@ class Judges:
     def __init__(self, cfg: GrpoStage, grpo: GrpoConfig, tasks: dict[str, dict]):
         self.cfg, self.grpo, self.tasks = cfg, grpo, tasks
         self.per_step: list[tuple[int, int]] = []  # (accepted by the code reward, hacks)
+        self.completions = 0  # replies judged, counted as TRL hands them over
 
     def functions(self) -> list:
         made = {"code": self.code, "identity": self.identity, "format": self.format}
-        return [made[name] for name in self.grpo.rewards]
+        first, *rest = [made[name] for name in self.grpo.rewards]
+
+        # TRL calls every reward on the same replies; the first one counts them. wraps keeps
+        # its __name__, which TRL logs the reward under (rewards/<name>/mean).
+        @functools.wraps(first)
+        def counted(*args, completions, **kwargs):
+            self.completions += len(completions)
+            return first(*args, completions=completions, **kwargs)
+
+        return [counted, *rest]
 
     def code(self, prompts, completions, kind, ref, **_) -> list[float | None]:
         replies = [reply_text(c) for c in completions]

@@ -1,7 +1,7 @@
 """The tiny base's pretraining schedule against its capability bars: how many steps the base
 stage needs before the pipeline still shows what it is for.
 
-    python benchmarks/base_schedule.py --steps 1000 --steps 500
+    python -m benchmarks.base_schedule --steps 1000 --steps 500
 
 For each schedule (model.train.steps, warmup scaled with it unless --warmup is given), in a
 temporary directory, with params.yaml as committed otherwise: the base stage (timed), the
@@ -17,7 +17,6 @@ schedule on two shared cores.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 import sys
@@ -25,28 +24,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import record
 import yaml
+
+from benchmarks import harness, record
 
 REPO = Path(__file__).resolve().parent.parent
 BAR = 0.8
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--steps", type=int, action="append", required=True,
                         help="model.train.steps of a schedule (repeatable)")
     parser.add_argument("--warmup", type=int, help="model.train.warmup_steps (default: steps/10)")
     parser.add_argument("--lr", type=float, help="model.train.lr (default: params.yaml's)")
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (1 on a shared machine: see benchmarks/README.md)")
+    harness.threads(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    harness.pin_threads(args.threads)
 
     rows = [check(steps, args) for steps in args.steps]
     print(f"\n{'steps':>5} {'base s':>7} {'code':>5} {'know':>5} {'identity':>8} "

@@ -1,7 +1,7 @@
 """BigCodeBench's canonical solutions through our judge: how many pass in the sandbox with the
 libraries installed here, and why the others fail.
 
-    python benchmarks/bigcodebench_canonical.py \\
+    python -m benchmarks.bigcodebench_canonical \\
         --data ../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl
 
 Each task's reference solution (complete_prompt + canonical_solution, as bigcodebench checks
@@ -13,24 +13,22 @@ its kind and the first failing test. Writes benchmarks/results/bigcodebench_cano
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 
 def main() -> None:
     from stages.execute import require_sandbox
     from stages.suites.bigcodebench import canonical, load_tasks, missing_libs, run_one
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
     require_sandbox(False)
     tasks = load_tasks(args.data)[: args.limit]

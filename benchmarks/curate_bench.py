@@ -2,8 +2,8 @@
 under 60 s on two cores), and the whole clean_row path (secrets, syntax, tokens) on the
 same rows.
 
-    python benchmarks/curate_bench.py                 # 100k rows
-    python benchmarks/curate_bench.py --rows 20000    # quicker
+    python -m benchmarks.curate_bench                 # 100k rows
+    python -m benchmarks.curate_bench --rows 20000    # quicker
 
 Writes its record to benchmarks/results/curate_bench.json (--json PATH: elsewhere).
 Rows are alpaca-style QA and code answers built from a seeded vocabulary, with 5% exact
@@ -14,15 +14,13 @@ cores with the arguments render.py lists.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import random
 import time
 from pathlib import Path
 
-import record
-
+from benchmarks import harness, record
 from stages.cleaning import Decontaminator, Deduplicator, text_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,11 +114,10 @@ def full_clean(rows: list[dict]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--full-rows", type=int, default=10_000,
                         help="rows for the whole clean_row path (secrets scanning is the slow part)")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
     rows = generate(args.rows, seed=0)
     seconds, counts = dedup_and_decontaminate(rows)

@@ -1,7 +1,7 @@
 """Eval stages' wall time: the same eval stages run by the code of an earlier commit and by
 this checkout's HEAD, side by side, with the same models, probes and params.
 
-    python benchmarks/eval_bench.py --before 3472e34 --repeats 2 --threads 1
+    python -m benchmarks.eval_bench --before 3472e34 --repeats 2 --threads 1
 
 Each side is `stages/` and `params.yaml` exported from its commit (`git archive`) into a
 temporary directory that links this checkout's `models/` and `data/` (so `dvc repro base
@@ -16,7 +16,6 @@ says per suite whether they did. Variants sft and dpo need their adapters (`dvc 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = ("code", "identity", "knowledge", "perplexity", "dimensions")
@@ -66,7 +65,7 @@ def run_eval(side: Path, variant: str, suite: str, threads: int | None) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--before", required=True, help="the earlier commit (e.g. main's)")
     parser.add_argument("--after", default="HEAD", help="the later commit (default HEAD)")
     parser.add_argument("--variants", nargs="+", default=["base"])
@@ -74,7 +73,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int,
                         help="OMP_NUM_THREADS for the stages; default: the stages' own (2)")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="eval-bench-"))

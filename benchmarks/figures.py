@@ -1,7 +1,7 @@
 """README.md's measured figures, rendered from the records that measured them.
 
-    python benchmarks/figures.py            # rewrite README.md's regions
-    python benchmarks/figures.py --check    # exit 1 naming each region that differs or is stale
+    python -m benchmarks.figures            # rewrite README.md's regions
+    python -m benchmarks.figures --check    # exit 1 naming each region that differs or is stale
 
 Every figure in README.md that a run measured sits between `<!-- figures:NAME -->` and
 `<!-- /figures:NAME -->` and is made here (REGIONS) from a record that carries its commit
@@ -23,7 +23,7 @@ dvc.lock lists that git tracks (code, data, params.yaml), which is what
 in a shallow clone (`git clone --depth 1`) this script says so and stops, and
 tests/test_figures.py skips with that reason.
 
-`python benchmarks/render.py` runs this after rendering BENCHMARKS.md.
+`python -m benchmarks.render` runs this after rendering BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import record  # puts this checkout first on sys.path
-import render
 import yaml
 
+from benchmarks import record, render  # record puts this checkout first on sys.path
 from stages.report import num, signed
 
 REPO = record.REPO
@@ -50,7 +49,7 @@ REGION = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /figure
 # What a sweep measures: the whole pipeline, its config and the script.
 SWEEP_MEASURES = ("stages", "conf", "data/sources", "dvc.yaml", "params.yaml",
                   "benchmarks/sweep.py")
-METRICS_RERUN = ("`dvc repro`, commit dvc.lock and metrics/, then `python benchmarks/figures.py` "
+METRICS_RERUN = ("`dvc repro`, commit dvc.lock and metrics/, then `python -m benchmarks.figures` "
                  "and commit README.md")
 
 
@@ -136,7 +135,7 @@ def differences(repo: Path, text: str) -> list[str]:
     found = regions(text)
     want = rendered(repo, text)
     problems = [f"README.md region {name} differs from what its record makes; "
-                "run `python benchmarks/figures.py`"
+                "run `python -m benchmarks.figures`"
                 for name, body in found.items() if body != expected(body, want[name])]
     problems += [f"README.md has no region {name} (<!-- figures:{name} -->)"
                  for name in REGIONS if name not in found]
@@ -260,7 +259,7 @@ def pipeline(repo: Path) -> Figures:
             f"{sft}, dpo for {render.number(dpo)} s, and the {len(costs)} evals took "
             f"{render.number(round(evals, 1))} s of generation and judging in all. The stages "
             "record neither the machine nor its load, and the times leave out loading, "
-            "curate and DVC; `python benchmarks/pipeline_bench.py` times a fresh clone's "
+            "curate and DVC; `python -m benchmarks.pipeline_bench` times a fresh clone's "
             "`dvc repro` stage by stage, with the machine (`BENCHMARKS.md`).")
     return Figures(text, commit, lock_deps(repo, commit), rerun=METRICS_RERUN)
 
@@ -324,7 +323,7 @@ def sweep(repo: Path) -> Figures:
         return Figures(f"No sweep is recorded at this commit, so no table is shown: "
                        f"`{render.BENCHMARKS['sweep']}` runs one in a fresh clone (tens of "
                        "minutes on two cores) and writes `benchmarks/results/sweep.json`; "
-                       "`python benchmarks/render.py` then puts its table here.", None)
+                       "`python -m benchmarks.render` then puts its table here.", None)
     return Figures(sweep_text(rec), rec["commit"], SWEEP_MEASURES,
                    tuple(rec.get("dirty") or ()), render.BENCHMARKS["sweep"])
 

@@ -2,7 +2,7 @@
 transformers `generate`, transformers' continuous batching (`generate_batch`) and evalplus's
 own `hf` codegen (one prompt at a time under --greedy), on the same model and HumanEval+ tasks.
 
-    python benchmarks/generation_bench.py \\
+    python -m benchmarks.generation_bench \\
         --dataset-path ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl --tasks 48 \\
         --threads 1
 
@@ -31,13 +31,12 @@ on a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_NEW_TOKENS = 512  # both sides; the tiny model's context is 512 positions
@@ -141,24 +140,20 @@ class Count:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--dataset-path", required=True, type=Path)
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved rounds of ours and plain generate; medians")
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: torch's, one per core); 1 keeps "
+    harness.threads(parser, help="torch CPU threads (default: torch's, one per core); 1 keeps "
                              "the figures steady on a machine other work shares")
     parser.add_argument("--no-evalplus", action="store_true",
                         help="leave out evalplus's hf codegen (about 2 minutes)")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "base")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
+    harness.pin_threads(args.threads)
     import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     from stages.generate import GenerationCost, chat_prompts, generate, greedy
     from stages.modeling import load_base_model, load_tokenizer

@@ -2,7 +2,7 @@
 few-shot, limit and seed: per-document outcomes side by side, and wall time per 1,000
 documents of each.
 
-    python benchmarks/lm_eval_vs_cli.py --variant sft --limit 50 \\
+    python -m benchmarks.lm_eval_vs_cli --variant sft --limit 50 \\
         --data ../shared/datasets/benchmarks
 
 For each task, stages.suites.lm_eval_tasks writes the local data and task YAMLs into a
@@ -19,7 +19,6 @@ adapter (`dvc checkout` or `dvc repro sft`). Writes benchmarks/results/lm_eval_v
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 TASKS = ("gsm8k", "arc_challenge", "mmlu", "cmmlu", "ceval-valid")
 DATA_DIRS = {"ceval-valid": "ceval"}
@@ -36,7 +35,7 @@ GROUPS = ("mmlu", "cmmlu", "ceval-valid")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--variant", default="sft", choices=("base", "sft", "dpo"))
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--group-limit", type=int,
@@ -48,7 +47,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads on both sides (1: a tiny model on a shared "
                              "machine is stalled by every other process at more threads)")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
     import torch
 

@@ -1,6 +1,6 @@
 """Which CPU settings change the tiny base's weights, and what pinning them costs.
 
-    python benchmarks/numerics_bench.py --steps 60
+    python -m benchmarks.numerics_bench --steps 60
 
 Trains the tiny base (params.yaml's architecture and corpus, --steps optimizer steps, warmup
 scaled) in a fresh subprocess per setting, each in its own temporary directory, and prints
@@ -16,15 +16,15 @@ matter) and in another fixed order (it does). Writes benchmarks/results/numerics
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import record
 import yaml
+
+from benchmarks import harness, record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,9 +87,8 @@ def train(setting: dict, steps: int, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     from stages.numerics import has_avx2

@@ -8,7 +8,7 @@ and tests/test_forgetting.py (issue 20), each side by side with the method it re
   forgetting    the bounded score interval on reweighted pooled probes vs the stratified
                 percentile bootstrap
 
-    python benchmarks/paired_coverage.py
+    python -m benchmarks.paired_coverage
 
 Each cell: 1,000 seeded draws; the figure is the share of draws whose CI holds the truth.
 The draws are the tests' (same seeds, same code), so the new columns are what the tests
@@ -17,13 +17,13 @@ assert (>= 0.93 for pass/fail, graded and forgetting; perplexity on two cells, s
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import warnings
 
 import numpy as np
-import record  # puts this checkout first on sys.path
 from scipy import stats
+
+from benchmarks import harness, record
 
 
 # The test's own simulation, loaded by path: another installed package may own `tests`.
@@ -98,8 +98,7 @@ def side_by_side(title: str, new: dict, old: dict, new_name: str, old_name: str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None, help="record path (default results/...)")
+    parser = harness.parser(__doc__)
     args = parser.parse_args()
     figures = []
     notes = [side_by_side("pass/fail", coverage_table(tango), coverage_table(exact_conditional),

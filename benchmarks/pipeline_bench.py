@@ -1,7 +1,7 @@
 """Where a fresh clone's `dvc repro` spends its time: seconds per stage and in total.
 
-    python benchmarks/pipeline_bench.py                  # the default pipeline, as committed
-    python benchmarks/pipeline_bench.py -S model.train.steps=600 [-S ...]
+    python -m benchmarks.pipeline_bench                  # the default pipeline, as committed
+    python -m benchmarks.pipeline_bench -S model.train.steps=600 [-S ...]
 
 Clones the committed HEAD into a temporary directory (no DVC cache there, so every stage
 runs; uncommitted changes are not in the clone), then runs `dvc repro` there once, as a user
@@ -17,7 +17,6 @@ average.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -28,21 +27,20 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNING = re.compile(r"^Running stage '([^']+)'")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a param override (dvc exp run -S)")
     parser.add_argument("--threads", type=int,
                         help="OMP_NUM_THREADS for the stages (torch's threads); default: "
                              "torch's, one per core, as a user's dvc repro runs")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its log")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))

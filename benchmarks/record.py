@@ -13,7 +13,7 @@ which writes benchmarks/results/curate_bench.json (or the path given):
 a figure measured on uncommitted code cannot be traced to a commit, and
 benchmarks/figures.py refuses to quote it in README.md.
 
-`python benchmarks/render.py` turns every record into BENCHMARKS.md. Importing this module
+`python -m benchmarks.render` turns every record into BENCHMARKS.md. Importing this module
 puts the repo root first on sys.path, so that a benchmark measures this checkout's `stages`
 even where an editable install points at another one.
 """
@@ -42,9 +42,12 @@ def figure(label: str, value: float | int | str, unit: str = "") -> dict:
 
 
 def command(argv: list[str] | None = None) -> str:
-    """The command line that ran this process, as typed from the repo root."""
+    """The command line that ran this process, as typed from the repo root: a benchmark as
+    `python -m benchmarks.<name>` (sys.argv[0] is then the module's file)."""
     argv = list(sys.argv if argv is None else argv)
     script = Path(argv[0]).resolve()
+    if script.parent == REPO / "benchmarks" and script.suffix == ".py":
+        return shlex.join(["python", "-m", f"benchmarks.{script.stem}", *argv[1:]])
     if script.is_relative_to(REPO):
         argv[0] = str(script.relative_to(REPO))
     return shlex.join(["python", *argv])

@@ -1,8 +1,8 @@
 """Selective reruns and run-cache restores: what `dvc exp run` reruns when one param
 changes, and what it restores without running when the param goes back.
 
-    python benchmarks/rerun_bench.py                          # dpo.beta 0.1 -> 0.2 -> 0.1
-    python benchmarks/rerun_bench.py --change sft.lora.r=16   # another param
+    python -m benchmarks.rerun_bench                          # dpo.beta 0.1 -> 0.2 -> 0.1
+    python -m benchmarks.rerun_bench --change sft.lora.r=16   # another param
 
 Clones the repo's committed HEAD into a temporary directory (no DVC cache there, so the
 first run builds everything; uncommitted changes are not in the clone), shrinks the pipeline
@@ -23,7 +23,6 @@ other work shared (two runs here).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -32,8 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-import record
 import yaml
+
+from benchmarks import harness, record
 
 # A 2-layer, 64-wide model pretrained for 60 steps; one epoch of sft and dpo; 3 probes per
 # eval suite, 24 new tokens each. Every stage still runs its real code.
@@ -49,11 +49,10 @@ PATTERNS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--change", default="dpo.beta=0.2",
                         help="the one override of run 2, KEY=VALUE")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its logs")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
     key = args.change.split("=", 1)[0]
 

@@ -1,7 +1,7 @@
 """Scoring before and after issue 22 side by side: the time the warm sandboxes take to judge
 reference solutions, and how many forged replies (tests/forgeries.py) each judge passes.
 
-    python benchmarks/sandbox_bench.py --humaneval ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl
+    python -m benchmarks.sandbox_bench --humaneval ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl
 
 "before" is `stages/` at --before (default 0978008, main before the verdict moved out of the
 sandbox: the child held the nonce and printed the verdict), unpacked from git into a
@@ -28,7 +28,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 BCB_TEST = """import unittest
 class TestCases(unittest.TestCase):
@@ -40,14 +40,13 @@ class TestCases(unittest.TestCase):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--humaneval", type=Path, required=True,
                         help="an evalplus HumanEval+ .jsonl")
     parser.add_argument("--before", default="0978008", help="git revision of the old judge")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--code-repeats", type=int, default=20)
     parser.add_argument("--forged-tasks", type=int, default=20)
-    parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--forgeries", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,11 +94,14 @@ def main() -> None:
 
 
 def run_worker(args, side: Path, forgeries: bool) -> dict:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", str(side),
+    # Run from the side's folder; PYTHONPATH finds this package, and the worker puts the
+    # side's stages/ first before importing it.
+    argv = [sys.executable, "-m", "benchmarks.sandbox_bench", "--worker", str(side),
             "--humaneval", str(args.humaneval.resolve()), "--code-repeats",
             str(args.code_repeats), "--forged-tasks", str(args.forged_tasks)]
+    env = {**os.environ, "PYTHONPATH": str(record.REPO)}
     out = subprocess.run(argv + (["--forgeries"] if forgeries else []), cwd=side, check=True,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,7 +1,7 @@
 """stages.score against evalplus.evaluate on the same samples: per-task verdicts side by side
 and both wall times. The acceptance check for issue 5 runs it on the canonical solutions.
 
-    python benchmarks/score_vs_evalplus.py --dataset humaneval+ \\
+    python -m benchmarks.score_vs_evalplus --dataset humaneval+ \\
         --dataset-path ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl
 
 Without --samples, the samples are the dataset's canonical solutions (prompt + solution).
@@ -20,7 +20,6 @@ cap and once without a cap. Writes no record.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import record
+from benchmarks import harness, record
 
 FLAVOUR = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
            "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
@@ -46,7 +45,7 @@ def canonical_samples(dataset_path: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--dataset", required=True, choices=sorted(FLAVOUR))
     parser.add_argument("--dataset-path", required=True, type=Path)
     parser.add_argument("--samples", type=Path)
@@ -54,7 +53,6 @@ def main() -> None:
                         help="interleaved rounds of both scorers; medians and paired ratios")
     parser.add_argument("--evalplus-parallel", type=int, action="append", default=[],
                         help="also time evalplus.evaluate with this many workers (repeatable)")
-    parser.add_argument("--json", type=Path, help="where to write the result record")
     parser.add_argument("--explain", metavar="TASK_ID",
                         help="trace evalplus's check of one canonical solution instead")
     args = parser.parse_args()

@@ -1,10 +1,10 @@
 """Training throughput: our sft stage against plain TRL, packing against padding, and
 real-sized shapes with random weights.
 
-    python benchmarks/train_bench.py ours-vs-plain --repeats 3
-    python benchmarks/train_bench.py packing --repeats 3
-    python benchmarks/train_bench.py shapes --model tiny --max-length 256 --steps 5
-    python benchmarks/train_bench.py shapes --model qwen2.5-7b-instruct --max-length 2048 \\
+    python -m benchmarks.train_bench ours-vs-plain --repeats 3
+    python -m benchmarks.train_bench packing --repeats 3
+    python -m benchmarks.train_bench shapes --model tiny --max-length 256 --steps 5
+    python -m benchmarks.train_bench shapes --model qwen2.5-7b-instruct --max-length 2048 \\
         --steps 10 [--qlora] [--json shapes.json]          # bf16 and --qlora need CUDA
 
 ours-vs-plain: a temporary pipeline built as tests/conftest.py's `pipeline` fixture builds it
@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 CODEALPACA = REPO.parent / "shared" / "datasets" / "codealpaca" / "code_alpaca_2k.json"
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's stages, and conftest's builders
 
-import record  # noqa: E402  (benchmarks/record.py, beside this file)
-from record import figure  # noqa: E402
+from benchmarks import harness, record  # noqa: E402
+from benchmarks.record import figure  # noqa: E402
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
                        help="test: conftest's 2-layer model; repo: params.yaml's tiny model")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param both sides read, e.g. sft.phases.main.epochs=2")
-        p.add_argument("--json", type=Path, help="also write the figures here")
+        harness.json_flag(p)
         p.add_argument("--keep", action="store_true", help="keep the temporary pipeline")
     sub.choices["packing"].add_argument(
         "--packed-8", action="store_true",
@@ -89,15 +89,11 @@ def main() -> None:
                    help="auto: bfloat16 on a GPU, float32 on CPU")
     s.add_argument("--qlora", action="store_true", help="4-bit NF4 base (CUDA only)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", type=Path, help="also write the record here")
+    harness.json_flag(s)
     for p in sub.choices.values():
-        p.add_argument("--threads", type=int,
-                       help="torch CPU threads (1 on a shared machine: see benchmarks/README.md)")
+        harness.threads(p)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    harness.pin_threads(args.threads)
 
     if args.part == "shapes":
         details = bench_shapes(args)

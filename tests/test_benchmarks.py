@@ -5,7 +5,6 @@ makes of the committed records, and each record came from the command render.py 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,25 +12,15 @@ from datetime import datetime
 
 import pytest
 
+from benchmarks import entries, record, render
 from conftest import REPO
 
 BENCH = REPO / "benchmarks"
-HELPERS = {"record.py", "render.py", "figures.py"}
-
-
-def module(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-record = module("record")
-render = module("render")
+HELPERS = {"__init__.py", "entries.py", "harness.py", "record.py", "render.py", "figures.py"}
 
 
 def fake_record(name: str, **extra) -> dict:
-    rec = {"name": name, "title": f"{name} title", "command": f"python benchmarks/{name}.py",
+    rec = {"name": name, "title": f"{name} title", "command": f"python -m benchmarks.{name}",
            "machine": {"cpu": "CPU", "arch": "x86_64", "cores": 2, "ram_gib": 8.0, "gpu": None,
                        "python": "3.11.7", "torch": "2.13.0", "torch_threads": 2,
                        "load_1min": [0.5, 1.5]},
@@ -47,6 +36,7 @@ def write_records(directory, *records) -> None:
 
 
 def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
+    # python -m benchmarks.curate_bench: sys.argv[0] is the module's file
     monkeypatch.setattr(sys, "argv", [str(BENCH / "curate_bench.py"), "--rows", "100 000"])
     out = record.write("curate_bench", "Curate", [record.figure("dedup", 23.5, "s")],
                        "a note", tmp_path / "r.json")
@@ -61,7 +51,7 @@ def test_a_record_says_what_ran_where_and_when(tmp_path, monkeypatch):
     assert rec["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert isinstance(rec["dirty"], list)
     # As typed from the repo root, quoted where the shell needs it.
-    assert rec["command"] == "python benchmarks/curate_bench.py --rows '100 000'"
+    assert rec["command"] == "python -m benchmarks.curate_bench --rows '100 000'"
     assert rec["figures"] == [{"label": "dedup", "value": 23.5, "unit": "s"}]
     assert datetime.fromisoformat(rec["date"]).tzinfo is not None
     m = rec["machine"]
@@ -94,7 +84,7 @@ def test_a_benchmark_table_shows_command_machine_date_and_figures(tmp_path):
         {"label": "pass@1", "value": 0.9939, "unit": ""},
         {"label": "ran", "value": "dpo, eval@{dpo-code, dpo-identity}", "unit": "3 stages"}])
     page = render.render([rec])
-    assert "| command | `python benchmarks/curate_bench.py` |" in page
+    assert "| command | `python -m benchmarks.curate_bench` |" in page
     assert ("| machine | CPU (x86_64), 2 cores, 8.0 GiB RAM, no GPU; Python 3.11.7, torch "
             "2.13.0 (threads: 2); load average 0.5 at the start, 1.5 at the end |") in page
     assert "| date | 2026-11-21T10:00:00+00:00 |" in page
@@ -121,48 +111,74 @@ def test_bad_records_are_named_all_at_once(tmp_path):
 
 
 def scripts() -> list[str]:
-    return sorted(p.name for p in BENCH.glob("*.py") if p.name not in HELPERS)
+    return sorted(p.stem for p in BENCH.glob("*.py") if p.name not in HELPERS)
 
 
-def test_every_benchmark_script_is_listed_in_render():
-    listed = {command.split()[1] for command in render.BENCHMARKS.values()}
-    assert listed == {f"benchmarks/{name}" for name in scripts()}
+def test_every_benchmark_script_has_an_entry():
+    assert {entry.module for entry in entries.ENTRIES} == set(scripts())
+    assert render.BENCHMARKS == {e.name: e.command for e in entries.ENTRIES}
 
 
 @pytest.mark.parametrize("script", scripts())
 def test_every_script_can_write_its_record_elsewhere(script):
-    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--help"], cwd=REPO,
                           capture_output=True, text=True, check=True)
     assert "--json" in done.stdout
 
 
-@pytest.mark.parametrize("name", list(render.BENCHMARKS))
-def test_every_listed_benchmark_has_a_record_from_its_listed_command(name):
-    path = render.RESULTS / f"{name}.json"
-    if name in render.NOT_RUN:
-        assert not path.exists(), f"{name} has a record now: take it out of render.NOT_RUN"
-        pytest.skip(f"{name} not run yet: {render.NOT_RUN[name]}")
-    assert path.exists(), f"no {path.relative_to(REPO)}: python benchmarks/render.py --run --only {name}"
+@pytest.mark.parametrize("entry", entries.ENTRIES, ids=lambda e: e.name)
+def test_every_entry_has_a_record_from_its_command(entry):
+    path = entry.record
+    if entry.not_run:
+        assert not path.exists(), f"{entry.name} has a record now: drop its not_run"
+        pytest.skip(f"{entry.name} not run yet: {entry.not_run}")
+    assert path.exists(), (f"no {path.relative_to(REPO)}: "
+                           f"python -m benchmarks.render --run --only {entry.name}")
     rec = json.loads(path.read_text())
-    assert rec["command"] == render.BENCHMARKS[name]
+    assert entry.ran(rec["command"]), (f"{path.name} came from {rec['command']!r}, "
+                                       f"its entry says {entry.command!r}")
+    assert "commit" in rec, f"{path.name} has no commit (null where it is not known)"
     # The data it read outside git is the data here (where this checkout has it).
-    changed = [f for f, sha in rec.get("inputs", {}).items()
+    changed = [f for f, sha in (rec.get("inputs") or {}).items()
                if (REPO / f).is_file() and hashlib.sha256((REPO / f).read_bytes()).hexdigest() != sha]
-    assert not changed, f"{name} measured other copies of {changed}: rerun it"
+    assert not changed, f"{entry.name} measured other copies of {changed}: rerun it"
+    assert set(rec.get("inputs") or {}) <= set(entry.inputs), "an input its entry does not name"
+
+
+@pytest.mark.parametrize("entry", entries.ENTRIES, ids=lambda e: e.name)
+def test_no_record_names_a_config_key_the_schema_rejects(entry):
+    if not entry.record.exists():
+        pytest.skip("no record")
+    rec = json.loads(entry.record.read_text())
+    bad = entries.rejected(entries.overrides(rec["command"], rec["notes"]))
+    if entry.stale:
+        assert bad, f"{entry.name}'s record names no rejected key now: drop its stale"
+        pytest.xfail(f"known stale: {entry.stale}")
+    assert not bad, (f"{entry.record.name} ran with {bad}, which stages.config's Config "
+                     "rejects: rerun it, or give its entry a stale reason")
+
+
+def test_the_rejected_key_check_reads_commands_and_notes():
+    assert entries.overrides("python -m benchmarks.pipeline_bench -S sft.lora.r=8 --threads 1",
+                             "shrunk with -S sft.epochs=1") == ["sft.lora.r", "sft.epochs"]
+    assert entries.overrides("python benchmarks/sweep.py sft.lora.r=8,16 -S rl=grpo") == [
+        "rl", "sft.lora.r"]
+    assert entries.rejected(["sft.lora.r", "sft.epochs", "rl", "sft.phases.main.epochs"]) == [
+        "sft.epochs"]
 
 
 def test_committed_page_is_rendered_from_the_committed_records():
     assert render.PAGE.read_text(encoding="utf-8") == render.render(render.load(render.RESULTS)), (
-        "BENCHMARKS.md is stale: python benchmarks/render.py")
+        "BENCHMARKS.md is stale: python -m benchmarks.render")
 
 
 def test_a_real_benchmark_run_writes_a_record_the_page_renders(tmp_path):
     out = tmp_path / "results" / "curate_bench.json"
-    subprocess.run([sys.executable, "benchmarks/curate_bench.py", "--rows", "300",
+    subprocess.run([sys.executable, "-m", "benchmarks.curate_bench", "--rows", "300",
                     "--full-rows", "30", "--json", str(out)], cwd=REPO, check=True,
                    capture_output=True)
     rec = render.load(out.parent)[0]
-    assert rec["command"] == ("python benchmarks/curate_bench.py --rows 300 --full-rows 30 "
+    assert rec["command"] == ("python -m benchmarks.curate_bench --rows 300 --full-rows 30 "
                               f"--json {out}")
     labels = [f["label"] for f in rec["figures"]]
     assert labels[:2] == ["dedup (exact + MinHash LSH) + 10-gram decontamination, 300 rows"] * 2

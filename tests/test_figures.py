@@ -11,11 +11,8 @@ import sys
 
 import pytest
 
+from benchmarks import figures, sweep
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import figures  # noqa: E402
-import sweep  # noqa: E402
 
 README = REPO / "README.md"
 
@@ -45,7 +42,7 @@ def test_a_hand_edited_figure_fails():
     assert edited != text
     assert figures.differences(REPO, edited) == [
         "README.md region coverage differs from what its record makes; "
-        "run `python benchmarks/figures.py`"]
+        "run `python -m benchmarks.figures`"]
     # and a region taken out is named too
     gone = figures.REGION.sub("", text, count=1)
     assert any("has no region" in p for p in figures.differences(REPO, gone))
@@ -178,7 +175,7 @@ def test_the_sweep_table_is_what_dvc_exp_show_says(tmp_path):
     shown = tmp_path / "exps.json"
     shown.write_text(json.dumps(EXP_SHOW))
     out = tmp_path / "sweep.json"
-    subprocess.run([sys.executable, "benchmarks/sweep.py", "sft.lora.r=8,16,32", "--metrics",
+    subprocess.run([sys.executable, "-m", "benchmarks.sweep", "sft.lora.r=8,16,32", "--metrics",
                     "code.pass@1,knowledge.accuracy", "--from-json", str(shown),
                     "--json", str(out)], cwd=REPO, check=True, capture_output=True)
     rec = json.loads(out.read_text())

@@ -16,8 +16,9 @@ and date, which the region quotes ("measured at <commit>, <date>"):
 Staleness. A region also names the paths its figures measure. It is stale when a commit that
 is not an ancestor of its record's commit changed one of them: with
 last = `git log -1 --format=%H -- <paths>`, `git merge-base --is-ancestor last <commit>` must
-hold (a side branch's change merged after the record is not its ancestor either), and none of
-them may be in the record's `dirty`. For the metrics regions the paths are every dependency
+hold (a side branch's change merged after the record is not its ancestor either) unless
+those paths at `last` are as they were at the record's commit (a change reverted), and none
+of them may be in the record's `dirty`. For the metrics regions the paths are every dependency
 dvc.lock lists that git tracks (code, data, params.yaml), which is what
 `python -m stages.compose --check` verifies by hash. Both need git history: outside git or
 in a shallow clone (`git clone --depth 1`) this script says so and stops, and
@@ -166,6 +167,8 @@ def staleness(repo: Path, fig: Figures) -> str | None:
     if not last or is_ancestor(repo, last, fig.commit):
         return None
     changed = git(repo, "diff", "--name-only", fig.commit, last, "--", *fig.measures) or ""
+    if not changed:  # changed after it, then changed back: the code measured is the code here
+        return None
     subject = git(repo, "log", "-1", "--format=%s", last) or ""
     return (f"measured at {fig.commit[:10]}, but {last[:10]} ({subject[:60]}) changed "
             f"{', '.join(changed.split()[:5]) or 'what it measures'} after it")

@@ -45,12 +45,19 @@ def command(argv: list[str] | None = None) -> str:
     """The command line that ran this process, as typed from the repo root: a benchmark as
     `python -m benchmarks.<name>` (sys.argv[0] is then the module's file)."""
     argv = list(sys.argv if argv is None else argv)
+    module = main_module()
+    if module:
+        return shlex.join(["python", "-m", module, *argv[1:]])
     script = Path(argv[0]).resolve()
-    if script.parent == REPO / "benchmarks" and script.suffix == ".py":
-        return shlex.join(["python", "-m", f"benchmarks.{script.stem}", *argv[1:]])
     if script.is_relative_to(REPO):
         argv[0] = str(script.relative_to(REPO))
     return shlex.join(["python", *argv])
+
+
+def main_module() -> str | None:
+    """The module this process runs as (`python -m benchmarks.x`), None for a script."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec and spec.name.startswith("benchmarks.") else None
 
 
 def cpu_model() -> str:

@@ -1,9 +1,9 @@
 """A parameter sweep as README.md shows it: one `dvc exp run` per value in a fresh clone, then
 each experiment's swept value and judged scores with their verdicts, from `dvc exp show --json`.
 
-    python -m benchmarks.sweep sft.lora.r=8,16,32
-    python -m benchmarks.sweep sft.lora.r=8,16,32 -S eval.limit=3      # with fixed overrides
-    python -m benchmarks.sweep sft.lora.r=8,16,32 --from-json exps.json  # a sweep run by hand
+    python benchmarks/sweep.py sft.lora.r=8,16,32
+    python benchmarks/sweep.py sft.lora.r=8,16,32 -S eval.limit=3      # with fixed overrides
+    python benchmarks/sweep.py sft.lora.r=8,16,32 --from-json exps.json  # a sweep run by hand
 
 Clones the committed HEAD into a temporary directory (no DVC cache, so the first run also
 builds base and curate; uncommitted changes are not in the clone) and runs
@@ -21,6 +21,7 @@ README.md's sweep table.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -28,13 +29,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import harness, record
+import record
 
 METRICS = "code.pass@1,identity.consistency,knowledge.accuracy"
 
 
 def main() -> None:
-    parser = harness.parser(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", help="KEY=V1,V2,...: one experiment per value")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override every experiment gets (repeatable)")
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path,
                         help="read this `dvc exp show --json` output instead of running")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its logs")
+    parser.add_argument("--json", type=Path, help="where to write the result record")
     args = parser.parse_args()
     key, _, values = args.sweep.partition("=")
     if not key or not values:

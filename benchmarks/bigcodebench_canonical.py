@@ -23,7 +23,7 @@ from benchmarks import harness, record
 
 def main() -> None:
     from stages.execute import require_sandbox
-    from stages.suites.bigcodebench import canonical, load_tasks, missing_libs, run_one
+    from stages.suites.bigcodebench import load_tasks, missing_libs
 
     parser = harness.parser(__doc__)
     parser.add_argument("--data", type=Path, required=True)
@@ -35,8 +35,7 @@ def main() -> None:
     runnable = [t for t in tasks if not missing_libs([t])]
     skipped = missing_libs([t for t in tasks if missing_libs([t])])
     start = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(lambda t: run_one(canonical(t), t, args.timeout), runnable))
+    outcomes = judge(runnable, args.timeout)
     seconds = time.perf_counter() - start
     passed = sum(o["status"] == "pass" for o in outcomes)
     lines = [f"{len(tasks)} tasks; {len(tasks) - len(runnable)} not run (libraries not "
@@ -58,6 +57,14 @@ def main() -> None:
                   record.figure("canonical solutions run", len(runnable)),
                   record.figure("wall time, two at a time", round(seconds), "s")],
                  "\n".join(lines), args.json)
+
+
+def judge(tasks: list[dict], timeout: float) -> list[dict]:
+    """Each task's canonical solution through the suite's judge, two at a time."""
+    from stages.suites.bigcodebench import canonical, run_one
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda t: run_one(canonical(t), t, timeout), tasks))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ its kind and the first failing test. Writes benchmarks/results/bigcodebench_cano
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,9 +33,7 @@ def main() -> None:
     tasks = load_tasks(args.data)[: args.limit]
     runnable = [t for t in tasks if not missing_libs([t])]
     skipped = missing_libs([t for t in tasks if missing_libs([t])])
-    start = time.perf_counter()
-    outcomes = judge(runnable, args.timeout)
-    seconds = time.perf_counter() - start
+    outcomes, seconds = harness.timed(judge, runnable, args.timeout)
     passed = sum(o["status"] == "pass" for o in outcomes)
     lines = [f"{len(tasks)} tasks; {len(tasks) - len(runnable)} not run (libraries not "
              f"installed: {dict(skipped)}); {passed}/{len(runnable)} canonical solutions "

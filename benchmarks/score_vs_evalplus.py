@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks import harness, record
@@ -154,11 +153,10 @@ def main() -> None:
 
 def run_ours(args, samples: Path, out: Path) -> tuple[float, dict]:
     out.mkdir()
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stages.score", "--dataset", args.dataset,
-                    "--dataset-path", str(args.dataset_path), "--samples", str(samples),
-                    "--out", str(out / "ours.json")], check=True, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    _, seconds = harness.timed(
+        subprocess.run, [sys.executable, "-m", "stages.score", "--dataset", args.dataset,
+                         "--dataset-path", str(args.dataset_path), "--samples", str(samples),
+                         "--out", str(out / "ours.json")], check=True, stderr=subprocess.DEVNULL)
     tasks = json.loads((out / "ours.json").read_text())["tasks"]
     return seconds, {t: (rows[0]["base_status"], rows[0]["plus_status"])
                      for t, rows in tasks.items()}
@@ -171,14 +169,13 @@ def run_evalplus(args, samples: Path, out: Path, parallel: int | None) -> tuple[
     out.mkdir()
     theirs = out / "evalplus_samples.jsonl"
     theirs.write_bytes(samples.read_bytes())
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c",
-                    "from evalplus.evaluate import evaluate; "
-                    f"evaluate({flavour!r}, samples={str(theirs)!r}, parallel={parallel!r}, "
-                    "i_just_wanna_run=True)"],
-                   check=True, env={**os.environ, env: str(args.dataset_path.resolve())},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    _, seconds = harness.timed(
+        subprocess.run, [sys.executable, "-c",
+                         "from evalplus.evaluate import evaluate; "
+                         f"evaluate({flavour!r}, samples={str(theirs)!r}, parallel={parallel!r}, "
+                         "i_just_wanna_run=True)"],
+        check=True, env={**os.environ, env: str(args.dataset_path.resolve())},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tasks = json.loads((out / "evalplus_samples_eval_results.json").read_text())["eval"]
     return seconds, {t: (rows[0]["base_status"], rows[0]["plus_status"])
                      for t, rows in tasks.items()}

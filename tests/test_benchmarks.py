@@ -120,6 +120,12 @@ def test_every_benchmark_script_has_an_entry():
     assert render.BENCHMARKS == {e.name: e.command for e in entries.ENTRIES}
 
 
+def test_every_record_has_an_entry():
+    orphans = sorted(p.name for p in entries.RESULTS.glob("*.json")
+                     if p.stem not in entries.BY_NAME)
+    assert not orphans, f"records without an entry in benchmarks/entries.py: {orphans}"
+
+
 @pytest.mark.parametrize("script", scripts())
 def test_every_script_can_write_its_record_elsewhere(script):
     entry = next(e for e in entries.ENTRIES if e.module == script)

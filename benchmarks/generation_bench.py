@@ -173,25 +173,20 @@ def main() -> None:
     # to each row's end, counted the same way on both sides.
     def ours(batch_size):
         cost = GenerationCost()
-        began = time.perf_counter()
-        replies = generate(model, tokenizer, conversations, decoding, batch_size, "ours", cost)
-        seconds = time.perf_counter() - began
+        replies, seconds = harness.timed(generate, model, tokenizer, conversations, decoding,
+                                         batch_size, "ours", cost)
         return cost.tokens / seconds, seconds, cost.tokens, replies
 
     def plain(batch_size):
         count = Count()
-        began = time.perf_counter()
-        replies = plain_generate(model, tokenizer, conversations, MAX_NEW_TOKENS, batch_size,
-                                 count)
-        seconds = time.perf_counter() - began
+        replies, seconds = harness.timed(plain_generate, model, tokenizer, conversations,
+                                         MAX_NEW_TOKENS, batch_size, count)
         return count.tokens / seconds, seconds, count.tokens, replies, count
 
     def direct_cb(batch_size):
         count = Count()
-        began = time.perf_counter()
-        replies = continuous_batching(model, tokenizer, conversations, decoding, batch_size,
-                                      count)
-        seconds = time.perf_counter() - began
+        replies, seconds = harness.timed(continuous_batching, model, tokenizer, conversations,
+                                         decoding, batch_size, count)
         return count.tokens / seconds, seconds, count.tokens, replies
 
     sides = {f"ours, batch {b}": lambda: ours(b), f"plain generate, batch {b}": lambda: plain(b),

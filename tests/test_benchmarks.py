@@ -156,6 +156,7 @@ def test_every_entry_has_a_record_from_its_command(entry):
 
 @pytest.mark.parametrize("entry", entries.ENTRIES, ids=lambda e: e.name)
 def test_no_record_names_a_config_key_the_schema_rejects(entry):
+    assert not entries.rejected(entries.overrides(entry.command)), entry.command
     if not entry.record.exists():
         pytest.skip("no record")
     rec = json.loads(entry.record.read_text())

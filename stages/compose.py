@@ -10,7 +10,7 @@ The composed config is validated (stages.config.Config) before anything is writt
 stage knows stops it, named with the nearest known key. `--check` fails, naming what is
 wrong, when
 - params.yaml is not the composition of conf/ (the keys that differ);
-- dvc.yaml's params and deps disagree with what each stage reads (stages/config.py's stage
+- dvc.yaml's params and deps disagree with what each stage reads (stages/config/'s stage
   models, the modules each stage imports, the folders of the input files it accepts), or its
   eval matrix does not take its variants from params.yaml's `variants` (which
   stages.config.Config checks against VARIANTS and rl.trained), or a trained variant has no

@@ -175,7 +175,7 @@ def test_the_variants_are_declared_once_and_the_config_follows_them(tmp_path, mo
 
     assert eval_stage.VARIANTS is VARIANTS
     assert repo_params()["variants"] == [v for v in VARIANTS if v not in config.OPTIONAL]
-    monkeypatch.setattr(config, "VARIANTS", (*VARIANTS, "orpo"))
+    monkeypatch.setattr(config.training, "VARIANTS", (*VARIANTS, "orpo"))
     with pytest.raises(ConfigError, match=r"variants: .*must be \['base', 'sft', 'dpo', 'orpo'\]"):
         validate(config.Config, repo_params())
     text = (REPO / "dvc.yaml").read_text()

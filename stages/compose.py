@@ -5,12 +5,13 @@
     python -m stages.compose                      # conf/ defaults -> params.yaml
     python -m stages.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
     python -m stages.compose --check              # exit 1, naming what is stale (CI's gate)
+    python -m stages.compose --write-dvc          # dvc.yaml's params lists and code deps, in place
 
 The composed config is validated (stages.config.Config) before anything is written: a key no
 stage knows stops it, named with the nearest known key. `--check` fails, naming what is
 wrong, when
 - params.yaml is not the composition of conf/ (the keys that differ);
-- dvc.yaml's params and deps disagree with what each stage reads (stages/config.py's stage
+- dvc.yaml's params and deps disagree with what each stage reads (stages/config/'s stage
   models, the modules each stage imports, the folders of the input files it accepts), or its
   eval matrix does not take its variants from params.yaml's `variants` (which
   stages.config.Config checks against VARIANTS and rl.trained), or a trained variant has no
@@ -18,6 +19,12 @@ wrong, when
 - dvc.lock is stale against the code, data and params in the working tree (the stages
   `dvc repro` would run). Works in a clone without DVC cache, as CI has it: outputs a clone
   lacks count as missing data, not as changes (`dvc repro --allow-missing --dry`).
+
+`--write-dvc` rewrites what of dvc.yaml is derived, leaving its comments, order and every
+other line as they are: each stage's `params:` list (its model's `declared_params`), and in
+its `deps:` the stages/ code (a module the stage imports that no dep covers is added after
+the last stages/ entry; an entry whose file or folder no longer exists is dropped). Data deps
+and folder deps (stages/suites) are the author's.
 """
 
 from __future__ import annotations
@@ -160,7 +167,8 @@ def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
         deps = stage.get("deps", [])
         missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
         if missing:
-            problems.append(f"{name}: deps lack {missing} (code the stage imports)")
+            problems.append(f"{name}: deps lack {missing} (code the stage imports; "
+                            "`python -m stages.compose --write-dvc` adds them)")
         if name == "params":
             if str(PARAMS_FILE) not in deps:
                 problems.append(f"params: deps lack {PARAMS_FILE} (the file it validates)")
@@ -172,7 +180,8 @@ def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
         want = declared_params(model)
         if stage.get("params", []) != want:
             problems.append(f"{name}: params are {stage.get('params', [])}; "
-                            f"{model.__name__} reads {want}")
+                            f"{model.__name__} reads {want} (`python -m stages.compose "
+                            "--write-dvc` rewrites the list)")
         cfg = validate(model, stage_params(model, params))
         resolved = {resolve_paths(d, params) for d in deps}
         lacking = [d for d in cfg.input_dirs() if d not in resolved]
@@ -221,6 +230,72 @@ def variant_problems(stages: dict[str, Any]) -> list[str]:
     return problems
 
 
+# ---- dvc.yaml rewritten from the stage models ------------------------------------------------
+
+STAGE_KEY = re.compile(r"^  (\S+):\s*$")  # a stage under `stages:`
+LIST_KEY = re.compile(r"^(\s+)(params|deps):\s*$")
+ITEM = re.compile(r"^(\s+)- (.*?)\s*$")
+
+
+def written_dvc_yaml(text: str, root: Path = Path(".")) -> str:
+    """`text` (dvc.yaml) with every stage's params list and code deps derived from the stage
+    models and the modules each stage imports; every other line kept byte for byte."""
+    stages = yaml.safe_load(text)["stages"]
+    lines = text.splitlines(keepends=True)
+    out, stage, i = [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if (found := STAGE_KEY.match(line)) and found.group(1) in stages:
+            stage = found.group(1)
+            continue
+        key = LIST_KEY.match(line)
+        if stage is None or not key:
+            continue
+        items = []  # (line, entry) of the list's entries, with the comments between them
+        while (end := list_entry(lines, i, len(key.group(1)))) > i:
+            items += [(x, None) for x in lines[i:end - 1]]
+            items.append((lines[end - 1], ITEM.match(lines[end - 1]).group(2)))
+            i = end
+        indent = next((ITEM.match(x).group(1) for x, e in items if e is not None),
+                      key.group(1) + "  ")
+        if key.group(2) == "params" and stage in STAGE_MODELS:
+            # a comment between params entries would lose its place: dvc.yaml has none
+            out += [f"{indent}- {e}\n" for e in declared_params(STAGE_MODELS[stage])]
+        elif key.group(2) == "deps":
+            out += code_deps(stages[stage], items, indent, root)
+        else:
+            out += [x for x, _ in items]
+    return "".join(out)
+
+
+def list_entry(lines: list[str], i: int, key_indent: int) -> int:
+    """The end of the list entry at line i (after the comments before it), or i when the
+    list has ended there (a comment after its last entry belongs to what follows)."""
+    j = i
+    while j < len(lines) and lines[j].lstrip().startswith("#"):
+        j += 1
+    entry = ITEM.match(lines[j]) if j < len(lines) else None
+    return j + 1 if entry and len(entry.group(1)) > key_indent else i
+
+
+def code_deps(stage: dict[str, Any], items: list[tuple[str, str | None]], indent: str,
+              root: Path) -> list[str]:
+    """A deps list's lines, its stages/ entries brought in step with the stage's imports."""
+    stage = stage.get("do", stage)
+    match = re.match(r"python -m stages\.(\w+)", stage["cmd"])
+    kept = [(x, e) for x, e in items
+            if e is None or not e.startswith("stages/") or (root / e).exists()]
+    if not match:
+        return [x for x, _ in kept]
+    deps = [e for _, e in kept if e is not None]
+    missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
+    last = max((n for n, (_, e) in enumerate(kept) if e and e.startswith("stages/")), default=-1)
+    lines = [x for x, _ in kept]
+    return lines[:last + 1] + [f"{indent}- {m}\n" for m in missing] + lines[last + 1:]
+
+
 # ---- dvc.lock against the working tree --------------------------------------------------------
 
 
@@ -252,8 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `dvc exp run -S`")
     parser.add_argument("--check", action="store_true",
                         help="compare params.yaml, dvc.yaml and dvc.lock; write nothing")
+    parser.add_argument("--write-dvc", action="store_true",
+                        help=f"rewrite {DVC_YAML}'s params lists and code deps in place")
     parser.add_argument("--out", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
+
+    if args.write_dvc:
+        before = DVC_YAML.read_text(encoding="utf-8")
+        after = written_dvc_yaml(before)
+        if after != before:
+            atomic_write_text(DVC_YAML, after)
+        print(f"{DVC_YAML}: {'rewritten' if after != before else 'already in step'}")
+        return 0
 
     text = compose(args.overrides)
     try:

@@ -159,6 +159,39 @@ def test_check_catches_dvc_yaml_out_of_step_with_the_stages(tmp_path, edit, expe
     assert any(expected in p for p in problems), problems
 
 
+def test_dvc_yaml_is_what_write_dvc_writes():
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    assert compose.written_dvc_yaml(text, REPO) == text
+
+
+def test_a_hand_edited_params_list_fails_check_and_write_dvc_restores_it(tmp_path, monkeypatch):
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    edited = text.replace("      - eval.top_k\n", "").replace(
+        "      - eval.bootstrap_resamples\n", "      - eval.bootstrap_resamples\n      - eval.x\n")
+    assert edited.count("\n") == text.count("\n")
+    path = tmp_path / "dvc.yaml"
+    path.write_text(edited, encoding="utf-8")
+    problems = compose.dvc_yaml_problems(repo_params(), path, REPO)
+    assert [p.split(":")[0] for p in problems] == ["eval", "summary"], problems
+    assert "--write-dvc" in problems[0]
+    monkeypatch.setattr(compose, "DVC_YAML", path)
+    assert compose.main(["--write-dvc"]) == 0
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_write_dvc_brings_the_code_deps_in_step_with_the_imports(tmp_path):
+    """After a module moves: the path that no longer exists is dropped, the module a stage now
+    imports is added; data deps, folders and comments stay."""
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    edited = text.replace("      - stages/sandbox_wire.py\n      - stages/modeling.py\n",
+                          "      - stages/modeling.py\n      - stages/moved_away.py\n")
+    path = tmp_path / "dvc.yaml"
+    path.write_text(compose.written_dvc_yaml(edited, REPO), encoding="utf-8")
+    assert compose.dvc_yaml_problems(repo_params(), path, REPO) == []
+    written = path.read_text(encoding="utf-8")
+    assert "moved_away" not in written and written.count("# ") == text.count("# ")
+
+
 def test_eval_matrix_suites_and_variants_come_from_the_config():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert stages["eval"]["matrix"]["suite"] == "${eval.suites}"
@@ -175,7 +208,7 @@ def test_the_variants_are_declared_once_and_the_config_follows_them(tmp_path, mo
 
     assert eval_stage.VARIANTS is VARIANTS
     assert repo_params()["variants"] == [v for v in VARIANTS if v not in config.OPTIONAL]
-    monkeypatch.setattr(config, "VARIANTS", (*VARIANTS, "orpo"))
+    monkeypatch.setattr(config.training, "VARIANTS", (*VARIANTS, "orpo"))
     with pytest.raises(ConfigError, match=r"variants: .*must be \['base', 'sft', 'dpo', 'orpo'\]"):
         validate(config.Config, repo_params())
     text = (REPO / "dvc.yaml").read_text()

@@ -6,13 +6,18 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import SHARED_DATASETS, stage_cfg
-from stages.config import EvalStage
+from conftest import REPO, SHARED_DATASETS, repo_params, stage_cfg
+from stages import suites
+from stages.config import Config, ConfigError, EvalStage, validate
+from stages.config.suites import names
 from stages.io import DataError, read_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.suites import lm_eval_tasks as lt
@@ -311,3 +316,59 @@ def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored)
                      for s in row["suites"]) / 3
     assert row["sft_delta"] == round(mean_delta, 4)
     assert row["sft_ci95_low"] <= row["sft_delta"] <= row["sft_ci95_high"]
+
+
+# The whole of adding an lm-eval suite: one registry entry (its Layout reuses the ARC
+# converter) and its data path in params. Nothing else is edited.
+ARC_EASY = '''    SuiteEntry("arc_easy", LM_EVAL, "arc_easy", "ARC-Easy-Test.jsonl, AI2's file.",
+               Layout("arc/arc_easy.yaml", {"test": "ARC-Easy-Test.jsonl"}, "test", None,
+                      "arc", aggregate=("acc", "acc_norm"))),
+'''
+WITH_ARC_EASY = '''
+import sys
+import yaml
+from stages import suites
+from stages.config import Config, EvalStage, stage_params, validate
+
+params = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
+params["benchmarks"]["arc_easy"] = sys.argv[2]
+params["eval"]["suites"].append("arc_easy")
+params["eval"]["budget"]["arc_easy"] = 0.02
+validate(Config, params)
+cfg = validate(EvalStage, stage_params(EvalStage, params))
+suite = suites.get("arc_easy")
+print(suite.__name__, [p["id"] for p in suite.probes(cfg, "arc_easy")])
+'''
+
+
+def test_an_lm_eval_suite_is_one_registry_entry_and_its_data_path(tmp_path):
+    """A copy of stages/ with one more SuiteEntry: the config accepts the suite, its
+    benchmarks key and its budget, and suites.get runs it (its probes from a local file)."""
+    import shutil
+
+    shutil.copytree(REPO / "stages", tmp_path / "stages",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    registry = tmp_path / "stages" / "config" / "suites.py"
+    text = registry.read_text(encoding="utf-8")
+    anchor = '    SuiteEntry("bigcodebench-complete"'
+    registry.write_text(text.replace(anchor, ARC_EASY + anchor, 1), encoding="utf-8")
+    write_jsonl(tmp_path / "arc_easy" / "ARC-Easy-Test.jsonl", [
+        {"id": f"E{i}", "question": {"stem": f"Which is {WORDS[i]}?", "choices": [
+            {"text": WORDS[(i + k) % 10], "label": lab} for k, lab in enumerate("ABCD")]},
+         "answerKey": "A"} for i in range(3)])
+    (tmp_path / "script.py").write_text(WITH_ARC_EASY, encoding="utf-8")
+    done = subprocess.run([sys.executable, "script.py", str(REPO / "params.yaml"),
+                           str(tmp_path / "arc_easy")], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["stages.suites.lm_eval_tasks", "['0',", "'1',", "'2']"]
+    with pytest.raises(ConfigError, match="arc_easy"):  # and without the entry, refused
+        params = repo_params()
+        params["eval"]["suites"].append("arc_easy")
+        validate(Config, params)
+
+
+def test_every_registered_suite_has_the_functions_of_its_kind():
+    for name in names():
+        suite = suites.get(name)
+        assert isinstance(suite, suites.JudgedSuite | suites.ScoredSuite), name

@@ -15,47 +15,81 @@ A suite that does not generate-then-judge (perplexity) has `score(cfg, model, to
 probes) -> [row]` instead of prompt and judge. A row's outcome is `passed` (bool; or c/n
 when sampling), `score` (a grade in [0, 1]) or `nats` + `tokens` (summed loss over the
 probe's tokens; lower is better, token-weighted); `metric` names the judged metric the row
-counts toward (default JUDGED; perplexity has one per domain).
+counts toward (default JUDGED; perplexity has one per domain). `JudgedSuite` and
+`ScoredSuite` below say the same in types.
+
+Which suites exist, and which module runs each, is the registry's (stages/config/suites.py
+SUITES): the config's suite names and `get` both read it, so a new lm-eval task is one entry
+there, and a new kind of suite is one module here, its entries and one branch of `get`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 from stages import diversity
 from stages.config import EvalStage, StageError
+from stages.config.suites import names
 from stages.io import MissingInput, read_jsonl_lines
 
-BUILTIN = ("code", "identity", "knowledge", "perplexity", "dimensions", "humaneval+", "mbpp+")
-# Standard benchmarks from local files (lm_eval_tasks.NAMES, bigcodebench.NAMES; listed here
-# so that naming a suite imports neither lm_eval nor the BigCodeBench module).
-LM_EVAL = ("mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag", "winogrande")
-BIGCODEBENCH = ("bigcodebench-complete", "bigcodebench-instruct", "bigcodebench-complete-hard",
-                "bigcodebench-instruct-hard")
+
+@runtime_checkable
+class Suite(Protocol):
+    """What every suite module has: its judged metric, its probes and its aggregate."""
+
+    JUDGED: str
+
+    def probes(self, cfg, name: str) -> list[dict]: ...
+
+    def aggregate(self, cfg, rows: list[dict]) -> dict: ...
 
 
-def get(name: str) -> ModuleType:
-    """The module that runs suite `name`."""
-    if name == "code":
+@runtime_checkable
+class JudgedSuite(Suite, Protocol):
+    """A suite that generates replies, then judges them."""
+
+    def prompt(self, cfg, probe: dict) -> str: ...
+
+    def judge(self, cfg, probes: list[dict], replies: list[list[str]]) -> list[dict]: ...
+
+
+@runtime_checkable
+class ScoredSuite(Suite, Protocol):
+    """A suite that scores the model itself (perplexity, the lm-eval tasks)."""
+
+    def score(self, cfg, model, tokenizer, probes: list[dict]) -> list[dict]: ...
+
+
+def get(name: str) -> JudgedSuite | ScoredSuite:
+    """The module that runs suite `name`, as the registry (stages/config/suites.py) names it.
+    Imported here by name, not from a string, so that `compose --check` sees which modules
+    an eval stage may run."""
+    from stages.config.suites import entry
+
+    found = entry(name)
+    if found is None:
+        raise StageError(f"unknown eval suite {name!r}; the suites are {', '.join(names())}")
+    module = found.module
+    if module == "code":
         from stages.suites import code as suite
-    elif name == "identity":
+    elif module == "identity":
         from stages.suites import identity as suite
-    elif name == "knowledge":
+    elif module == "knowledge":
         from stages.suites import knowledge as suite
-    elif name == "perplexity":
+    elif module == "perplexity":
         from stages.suites import perplexity as suite
-    elif name == "dimensions":
+    elif module == "dimensions":
         from stages.suites import dimensions as suite
-    elif name in ("humaneval+", "mbpp+"):
+    elif module == "evalplus":
         from stages.suites import evalplus as suite
-    elif name in LM_EVAL:
+    elif module == "lm_eval_tasks":
         from stages.suites import lm_eval_tasks as suite
-    elif name in BIGCODEBENCH:
+    elif module == "bigcodebench":
         from stages.suites import bigcodebench as suite
     else:
-        raise StageError(f"unknown eval suite {name!r}; the suites are "
-                         f"{', '.join(BUILTIN + LM_EVAL + BIGCODEBENCH)}")
+        raise StageError(f"suite {name!r}: no module stages/suites/{module}.py; add it to "
+                         "stages.suites.get")
     return suite
 
 
@@ -95,7 +129,7 @@ def unique_ids(probes: list[dict], where: str) -> list[dict]:
     return probes
 
 
-def judged_rows(cfg: EvalStage, suite: ModuleType, probes: list[dict],
+def judged_rows(cfg: EvalStage, suite: JudgedSuite, probes: list[dict],
                 replies: list[list[str]]) -> list[dict]:
     """The suite's judgement of `replies`, each row carrying what a reader needs beside the
     outcome: the prompt, the reply (all of them when sampling) and the judged metric."""

@@ -37,13 +37,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from stages.config.suites import BIGCODEBENCH, names
 from stages.execute import require_sandbox, run_program
 from stages.io import DataError, MissingInput, read_jsonl_lines
 from stages.suites import unique_ids
 from stages.suites.code import failure_shares
 
-NAMES = ("bigcodebench-complete", "bigcodebench-instruct", "bigcodebench-complete-hard",
-         "bigcodebench-instruct-hard")
+NAMES = names(BIGCODEBENCH)
 JUDGED = "pass@1"
 FIELDS = ("task_id", "complete_prompt", "instruct_prompt", "canonical_solution", "code_prompt",
           "test", "entry_point", "libs")

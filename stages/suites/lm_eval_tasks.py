@@ -1,9 +1,9 @@
 """lm-evaluation-harness tasks as eval suites, scored offline from local files.
 
-Suites  mmlu, cmmlu, ceval-valid, gsm8k, arc_challenge, hellaswag, winogrande
-Reads   benchmarks.<suite> (a directory in the publisher's layout, see LAYOUTS; ceval-valid
-        reads benchmarks.ceval), eval.lm_eval.<suite>, eval.limit, eval.batch_size, seed,
-        system_prompt
+Suites  mmlu, cmmlu, ceval-valid, gsm8k, arc_challenge, hellaswag, winogrande (NAMES)
+Reads   benchmarks.<key> (a directory in the publisher's layout: the suite's Layout in the
+        registry, stages/config/suites.py; ceval-valid reads benchmarks.ceval),
+        eval.lm_eval.<suite>, eval.limit, eval.batch_size, seed, system_prompt
 Gives   one row per scored document: {"id": doc id ("<subject>/<doc id>" in a group),
         "passed": acc == 1 (gsm8k: exact_match of the strict-match filter), ...}
 
@@ -35,14 +35,15 @@ import csv
 import functools
 import hashlib
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from stages.config.eval import HARNESS_SETTINGS
+from stages.config.suites import LM_EVAL, SUITES, Layout, names
 from stages.io import DataError, MissingInput, read_jsonl_lines, write_jsonl
 
-NAMES = ("mmlu", "cmmlu", "ceval-valid", "gsm8k", "arc_challenge", "hellaswag", "winogrande")
+NAMES = names(LM_EVAL)
 JUDGED = "acc"  # gsm8k rows count toward exact_match (their "metric" field says so)
 PREFIX = "stages_"  # our task names, so they never shadow the harness's own
 LETTERS = ("A", "B", "C", "D")
@@ -51,51 +52,9 @@ LETTERS = ("A", "B", "C", "D")
 GREEDY_KNOBS = {"num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a task's files are under benchmarks.<suite>, and how its rows become the hub
-    dataset's rows."""
-
-    builtin: str
-    """The harness's task YAML (a group: the folder of its subject YAMLs), under lm_eval/tasks."""
-    files: dict[str, str]
-    """Split name (as the harness's YAML names it) -> file; `{s}` is the subject."""
-    eval_split: str
-    fewshot_split: str | None
-    convert: str
-    """Row converter: a key of CONVERTERS."""
-    subject_glob: str = ""
-    """Groups: the harness's subject YAMLs in `builtin`."""
-    csv_header: bool = True
-    metric: str = "acc"
-    filter: str = "none"
-    """Which of the harness's filters the judged metric is read from."""
-    aggregate: tuple[str, ...] = field(default=("acc",))
-
-
-LAYOUTS = {
-    "gsm8k": Layout("gsm8k/gsm8k.yaml", {"test": "test.jsonl", "train": "train.jsonl"},
-                    "test", "train", "gsm8k", metric="exact_match", filter="strict-match",
-                    aggregate=("exact_match",)),
-    "arc_challenge": Layout("arc/arc_challenge.yaml",
-                            {"test": "ARC-Challenge-Test.jsonl", "train": "ARC-Challenge-Train.jsonl",
-                             "validation": "ARC-Challenge-Dev.jsonl"},
-                            "test", None, "arc", aggregate=("acc", "acc_norm")),
-    "hellaswag": Layout("hellaswag/hellaswag.yaml",
-                        {"validation": "hellaswag_val.jsonl", "train": "hellaswag_train.jsonl"},
-                        "validation", None, "hellaswag", aggregate=("acc", "acc_norm")),
-    "winogrande": Layout("winogrande/default.yaml",
-                         {"validation": "dev.jsonl", "train": "train_xl.jsonl"},
-                         "validation", None, "winogrande"),
-    "mmlu": Layout("mmlu/default", {"test": "test/{s}_test.csv", "dev": "dev/{s}_dev.csv"},
-                   "test", "dev", "mmlu", subject_glob="mmlu_*.yaml", csv_header=False),
-    "cmmlu": Layout("cmmlu", {"test": "test/{s}.csv", "dev": "dev/{s}.csv"}, "test", "dev",
-                    "cmmlu", subject_glob="cmmlu_*.yaml", aggregate=("acc", "acc_norm")),
-    "ceval-valid": Layout("ceval", {"val": "val/{s}_val.csv", "dev": "dev/{s}_dev.csv"}, "val",
-                          "dev", "ceval", subject_glob="ceval-valid_*.yaml",
-                          aggregate=("acc", "acc_norm")),
-}
-BENCHMARK_KEY = {"ceval-valid": "ceval"}  # benchmarks.<key>: a field name cannot hold "-"
+# The tasks and their layouts: the registry's entries for this module.
+LAYOUTS: dict[str, Layout] = {s.name: s.layout for s in SUITES if s.module == LM_EVAL}
+BENCHMARK_KEY = {s.name: s.benchmark for s in SUITES if s.module == LM_EVAL}
 
 
 def probes(cfg, name: str) -> list[dict]:
@@ -165,11 +124,11 @@ def suite_of(rows: list[dict]) -> str:
 
 
 def benchmark_dir(cfg, name: str) -> Path:
-    key = BENCHMARK_KEY.get(name, name)
+    key = BENCHMARK_KEY[name]
     path = getattr(cfg.benchmarks, key)
     if path is None:
         raise DataError(f"suite {name} needs its data: set -S benchmarks.{key}=DIR (the "
-                         f"layout is in stages/suites/lm_eval_tasks.py LAYOUTS, e.g. "
+                         f"layout is in stages/config/suites.py SUITES, e.g. "
                          f"../shared/datasets/benchmarks/{key})")
     path = Path(path)
     if not path.is_dir():
@@ -190,7 +149,7 @@ def source_files(cfg, name: str) -> dict[str | None, dict[str, Path]]:
             out[s] = present
         elif not lay.subject_glob:
             raise MissingInput(f"{name}: {files[lay.eval_split]} not found "
-                                    f"(benchmarks.{BENCHMARK_KEY.get(name, name)})")
+                                    f"(benchmarks.{BENCHMARK_KEY[name]})")
     if not out:
         raise MissingInput(f"{name}: no {lay.files[lay.eval_split]} file for any of the "
                                 f"harness's {len(subjects)} subjects under {root}")
@@ -235,7 +194,7 @@ def read_split(name: str, path: Path) -> list[dict]:
             rows.append(conv(row))
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise DataError(f"{path}:{where}: not a {name} row ({type(err).__name__}: {err}); "
-                            f"see LAYOUTS in stages/suites/lm_eval_tasks.py") from None
+                            f"see its Layout in stages/config/suites.py") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -329,7 +288,7 @@ def probe_id(subject: str | None, doc_id: int) -> str:
 
 
 def settings(cfg, name: str):
-    return cfg.eval.lm_eval[name]
+    return cfg.eval.lm_eval.get(name, HARNESS_SETTINGS)
 
 
 def task_limit(cfg, name: str) -> int | None:

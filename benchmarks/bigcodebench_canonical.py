@@ -21,7 +21,7 @@ from benchmarks import harness, record
 
 
 def main() -> None:
-    from stages.execute import require_sandbox
+    from stages.sandbox.execute import require_sandbox
     from stages.suites.bigcodebench import load_tasks, missing_libs
 
     parser = harness.parser(__doc__)

@@ -8,7 +8,7 @@ sandbox: the child held the nonce and printed the verdict), unpacked from git in
 temporary folder; "after" is this checkout. Each round runs one fresh process per side, the
 order alternating by round, and each process times, on warm sandboxes (one per core):
   - code: the 25 built-in code probes' reference solutions (run_many), --code-repeats times;
-  - humaneval+: every canonical solution, base and plus splits (evalplus_suite.check).
+  - humaneval+: every canonical solution, base and plus splits (evalplus_harness.check).
 Then, once per side, the forgeries: on every code probe, on the first --forged-tasks
 humaneval+ tasks, and on a BigCodeBench-style task (a unittest TestCases). A forgery counts
 as passed on a task when the judge says it passed.
@@ -105,11 +105,23 @@ def run_worker(args, side: Path, forgeries: bool) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def sandbox_api():
+    """run_many and the evalplus harness of this side's stages/: issue 24 moved them into
+    stages/sandbox/ and stages/suites/, where a side from before it does not have them."""
+    try:
+        from stages.sandbox.execute import run_many
+        from stages.suites import evalplus_harness as harness
+    except ImportError:
+        from stages import evalplus_suite as harness
+        from stages.execute import run_many
+    return run_many, harness
+
+
 def worker(args) -> dict:
     sys.path.insert(0, str(args.worker))  # this side's stages/ first
     sys.path.insert(1, str(record.REPO / "tests"))
-    from stages.evalplus_suite import check, load_benchmark, sandbox_pool
-    from stages.execute import run_many
+    run_many, harness = sandbox_api()
+    check, load_benchmark, sandbox_pool = harness.check, harness.load_benchmark, harness.sandbox_pool
 
     probes = [json.loads(line) for line in
               (record.REPO / "data/sources/probes/code.jsonl").read_text().splitlines()]
@@ -144,10 +156,10 @@ def forgery_counts(args, probes, bench, cores) -> dict:
 
     from forgeries import forged
 
-    from stages.evalplus_suite import check, sandbox_pool
-    from stages.execute import run_many
     from stages.suites import bigcodebench as bcb
 
+    run_many, harness = sandbox_api()
+    check, sandbox_pool = harness.check, harness.sandbox_pool
     names = list(forged("f"))
     code = {n: 0 for n in names}
     jobs = [(name, (c, p["tests"])) for p in probes for name, c in forged(p["entry_point"]).items()]

@@ -153,8 +153,9 @@ def main() -> None:
 
 def run_ours(args, samples: Path, out: Path) -> tuple[float, dict]:
     out.mkdir()
+    # stages.score is now `stages.judge --samples`; the records keep the side's old name
     _, seconds = harness.timed(
-        subprocess.run, [sys.executable, "-m", "stages.score", "--dataset", args.dataset,
+        subprocess.run, [sys.executable, "-m", "stages.judge", "--suite", args.dataset,
                          "--dataset-path", str(args.dataset_path), "--samples", str(samples),
                          "--out", str(out / "ours.json")], check=True, stderr=subprocess.DEVNULL)
     tasks = json.loads((out / "ours.json").read_text())["tasks"]
@@ -225,7 +226,7 @@ def explain(dataset: str, dataset_path: Path, task_id: str) -> None:
 
     from evalplus.evaluate import check_correctness
 
-    from stages.evalplus_suite import load_benchmark
+    from stages.suites.evalplus_harness import load_benchmark
 
     bench = load_benchmark(dataset, str(dataset_path))
     problem = bench.problems[task_id]

@@ -100,10 +100,16 @@ def params_problem(text: str, out: Path) -> str | None:
 # ---- dvc.yaml against the stage models ------------------------------------------------------
 
 
+# Where the programs run in the sandbox are named from ("programs/child.py": read as text by
+# stages.sandbox.execute.program_text, never imported there).
+PROGRAM_ROOT = Path("stages/sandbox")
+
+
 def stage_modules(module: str, root: Path = Path("."), seen: set[str] | None = None) -> set[str]:
     """stages/ files `module` (dotted, under stages/) imports, directly or through other stages
-    modules, and the sibling .py files they name as strings (programs read as text and run in
-    the sandbox); a package is its __init__.py (stages/suites/ imports its suites lazily)."""
+    modules, and the .py files they name as strings, next to them or under PROGRAM_ROOT
+    (programs read as text and run in the sandbox); a package is its __init__.py
+    (stages/suites/ imports its suites lazily)."""
     seen = set() if seen is None else seen
     parts = module.split(".")
     path = f"stages/{'/'.join(parts)}.py"
@@ -115,11 +121,13 @@ def stage_modules(module: str, root: Path = Path("."), seen: set[str] | None = N
     here = (root / path).parent
     for node in ast.walk(ast.parse((root / path).read_text(encoding="utf-8"))):
         names = []
-        # A sibling file named in a string ("sandbox_child.py") is read as text and run in the
-        # sandbox (stages/execute.py): code the stage runs without importing it.
-        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
-                and re.fullmatch(r"\w+\.py", node.value) and (here / node.value).is_file()):
-            seen.add(str((here / node.value).relative_to(root)))
+        # A file named in a string ("programs/child.py") is read as text and run in the
+        # sandbox (stages/sandbox/execute.py): code the stage runs without importing it.
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.fullmatch(r"(\w+/)*\w+\.py", node.value):
+            for folder in (here, root / PROGRAM_ROOT):
+                if (folder / node.value).is_file():
+                    seen.add(str((folder / node.value).relative_to(root)))
         if isinstance(node, ast.ImportFrom) and node.module == "stages":
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):

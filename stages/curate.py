@@ -60,10 +60,10 @@ from stages.data import (
     with_system,
 )
 from stages.defects import candidates, renamed_identifiers
-from stages.execute import run_many
 from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from stages.modeling import load_tokenizer
 from stages.runinfo import run_info
+from stages.sandbox.execute import run_many
 
 PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl", "dimensions.jsonl")
 REASONS = ("undesirable", "invalid", "secret", "syntax", "language", "decontaminated", "length",

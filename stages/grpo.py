@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError, GrpoConfig, GrpoStage, StageError, load, run_stage
-from stages.execute import require_sandbox
 from stages.io import atomic_dir, read_jsonl, write_json
 from stages.modeling import load_base_model, load_tokenizer
 from stages.numerics import pin_torch
@@ -47,6 +46,7 @@ from stages.rewards import (
     reply_text,
 )
 from stages.runinfo import run_info
+from stages.sandbox.execute import require_sandbox
 from stages.suites.identity import identity_ok
 from stages.training import (
     Meter,

@@ -28,7 +28,7 @@ import numpy as np
 from stages.io import DataError
 
 # scipy.stats is imported where it is used: it takes seconds to import, and the eval stages
-# and stages.score need only pass_at_k from here.
+# and stages.judge need only pass_at_k from here.
 
 ALPHA = 0.05
 

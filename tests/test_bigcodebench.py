@@ -13,8 +13,8 @@ from test_sandbox import canary, hostile_samples, listener  # noqa: F401 (fixtur
 
 from conftest import SHARED_DATASETS, stage_cfg, tiny_params
 from stages.config import EvalStage
-from stages.execute import sandbox_problem
 from stages.io import DataError
+from stages.sandbox.execute import sandbox_problem
 from stages.suites import bigcodebench as bcb
 
 SHARED = SHARED_DATASETS / "benchmarks" / "bigcodebench" / "BigCodeBench.jsonl"

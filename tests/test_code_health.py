@@ -15,11 +15,11 @@ import pytest
 
 from stages.config import StageError, run_stage
 from stages.data import _read_file
-from stages.evalplus_suite import Benchmark
-from stages.execute import SandboxUnavailable
 from stages.io import DataError, MissingInput, UserError
+from stages.judge import read_samples
 from stages.report import Revision, read_tasks
-from stages.score import read_samples
+from stages.sandbox.execute import SandboxUnavailable
+from stages.suites.evalplus_harness import Benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -146,8 +146,8 @@ def broken_dvc_yaml(tmp_path, edit) -> Path:
     (lambda s: s["eval"]["deps"].remove("data/benchmarks"), "eval: deps lack ['data/benchmarks']"),
     (lambda s: s["dpo"]["deps"].remove("stages/io.py"), "dpo: deps lack ['stages/io.py']"),
     # read as text and run in the sandbox, never imported
-    (lambda s: s["eval"]["deps"].remove("stages/sandbox_wire.py"),
-     "eval: deps lack ['stages/sandbox_wire.py']"),
+    (lambda s: s["eval"]["deps"].remove("stages/sandbox/programs/wire.py"),
+     "eval: deps lack ['stages/sandbox/programs/wire.py']"),
     (lambda s: s["params"]["deps"].remove("params.yaml"), "params: deps lack params.yaml"),
     (lambda s: s["summary"]["deps"].remove("${paths.metrics}/tasks"), "summary: deps lack"),
     (lambda s: s["eval"].update(outs=["${paths.metrics}/eval/${item.variant}/x.jsonl"]),

@@ -13,7 +13,7 @@ from stages.defects import (
     hard_coded_value,
     off_by_one,
 )
-from stages.execute import run_tests
+from stages.sandbox.execute import run_tests
 
 
 def rewrite(fn, source: str, *args) -> str:

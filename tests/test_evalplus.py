@@ -1,5 +1,5 @@
-"""HumanEval+-format scoring on a three-task file written here: stages.score and the
-humaneval+ eval suite, with evalplus's data layer and rules and our sandbox."""
+"""HumanEval+-format scoring on a three-task file written here: `stages.judge --samples` and
+the humaneval+ eval suite, with evalplus's data layer and rules and our sandbox."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import read_json, stage_cfg
-from stages.execute import sandbox_problem
+from stages.sandbox.execute import sandbox_problem
 from stages.suites.code import FAILURE_KINDS
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
@@ -41,7 +41,7 @@ def write_samples(path, rows):
 
 
 def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
-    from stages import score
+    from stages import judge
 
     samples = write_samples(tmp_path / "samples.jsonl", [
         {"task_id": "HumanEval/0", "solution": TASKS[0]["prompt"] + TASKS[0]["canonical_solution"]},
@@ -49,7 +49,7 @@ def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
         {"task_id": "HumanEval/2", "completion": "    while True:\n        pass\n"},
     ])
     out = tmp_path / "result.json"
-    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+    judge.main(["--suite", "humaneval+", "--dataset-path", str(humaneval_file),
                 "--samples", str(samples), "--out", str(out)])
     result = read_json(out)
     # The is_even completion differs from the reference only for negative even numbers,
@@ -65,13 +65,13 @@ def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
 
 
 def test_plus_tests_catch_what_base_tests_miss(humaneval_file, tmp_path):
-    from stages import score
+    from stages import judge
 
     # Right on every base input, wrong on the plus input -5 + 5.
     samples = write_samples(tmp_path / "s.jsonl", [
         {"task_id": "HumanEval/0", "completion": "    return abs(a) + b if a else b\n"}])
     out = tmp_path / "r.json"
-    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+    judge.main(["--suite", "humaneval+", "--dataset-path", str(humaneval_file),
                 "--samples", str(samples), "--out", str(out)])
     result = read_json(out)
     assert result["tasks"]["HumanEval/0"] == [{"base_status": "pass", "plus_status": "fail",
@@ -101,13 +101,13 @@ def test_a_failing_sample_says_why_and_keeps_evalplus_verdicts(humaneval_file, t
                                                                 monkeypatch):
     from evalplus.evaluate import check_correctness
 
-    from stages import score
-    from stages.evalplus_suite import load_benchmark
+    from stages import judge
+    from stages.suites.evalplus_harness import load_benchmark
 
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "solution": code}
                                                    for code, *_ in FAILURES])
     out = tmp_path / "r.json"
-    score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+    judge.main(["--suite", "humaneval+", "--dataset-path", str(humaneval_file),
                 "--samples", str(samples), "--out", str(out)])
     rows = read_json(out)["tasks"]["HumanEval/0"]
     assert [(r["base_status"], r["plus_status"], r["failure"]) for r in rows] == [
@@ -124,11 +124,11 @@ def test_a_failing_sample_says_why_and_keeps_evalplus_verdicts(humaneval_file, t
 
 
 def test_bad_samples_name_the_line(humaneval_file, tmp_path):
-    from stages import score
+    from stages import judge
 
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/99", "solution": "x"}])
     with pytest.raises(ValueError, match=r"s\.jsonl:1: task_id 'HumanEval/99' is not in"):
-        score.main(["--dataset", "humaneval+", "--dataset-path", str(humaneval_file),
+        judge.main(["--suite", "humaneval+", "--dataset-path", str(humaneval_file),
                     "--samples", str(samples), "--out", str(tmp_path / "r.json")])
 
 
@@ -180,7 +180,7 @@ def test_mbpp_suite_runs_on_the_tiny_model(pipeline, tmp_path_factory):
 def test_the_first_tasks_get_expected_outputs_of_their_own(humaneval_file):
     # eval.limit computes expected outputs for its tasks only; evalplus caches them by key,
     # so the subset's cache must not stand in for the whole file's, before or after it.
-    from stages.evalplus_suite import load_benchmark
+    from stages.suites.evalplus_harness import load_benchmark
 
     first = load_benchmark("humaneval+", str(humaneval_file), first=1)
     whole = load_benchmark("humaneval+", str(humaneval_file))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from stages.execute import run_many, run_tests
+from stages.sandbox.execute import run_many, run_tests
 
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
@@ -60,13 +60,13 @@ def test_run_many_keeps_input_order():
 
 
 def test_plain_values_round_trip_exactly_and_nothing_else_crosses():
-    """stages/plain.py: what a sample's function returns, as the judge receives it."""
+    """stages/sandbox/plain.py: what a sample's function returns, as the judge receives it."""
     import collections
 
     import numpy as np
     import pytest
 
-    from stages import plain
+    from stages.sandbox import plain
 
     values = [None, True, 0, -(1 << 63), 1 << 63, 10 ** 40, 2.0, -0.0, float("inf"), 1e300,
               "x\n", b"\x00\xff", 1 + 2j, [1, 2.0, "a"], (1,), [[], ()], {1, "a"},

@@ -12,7 +12,7 @@ from test_evalplus import TASKS as HUMANEVAL
 
 from conftest import REPO, SHARED_DATASETS, stage_cfg, tiny_params
 from stages.config import EvalStage
-from stages.execute import sandbox_problem
+from stages.sandbox.execute import sandbox_problem
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None,
                                 reason="needs the bubblewrap sandbox (README setup)")
@@ -69,7 +69,7 @@ def test_the_dimensions_suite_passes_references_and_fails_every_forgery(cfg):
 
 
 def evalplus_forgeries(bench, task_ids, pool) -> tuple[dict, dict]:
-    from stages.evalplus_suite import check
+    from stages.suites.evalplus_harness import check
 
     references, forgeries = {}, {}
     for task_id in task_ids:
@@ -82,7 +82,7 @@ def evalplus_forgeries(bench, task_ids, pool) -> tuple[dict, dict]:
 
 
 def test_humaneval_plus_fails_every_forgery_on_a_three_task_file(humaneval_file):
-    from stages.evalplus_suite import load_benchmark, sandbox_pool
+    from stages.suites.evalplus_harness import load_benchmark, sandbox_pool
 
     bench = load_benchmark("humaneval+", str(humaneval_file))
     with sandbox_pool(2, unsafe=False) as pool:
@@ -95,7 +95,7 @@ def test_humaneval_plus_fails_every_forgery_on_a_three_task_file(humaneval_file)
     ("humaneval+", "humanevalplus/HumanEvalPlus-v0.1.10.jsonl"),
     ("mbpp+", "mbppplus/MbppPlus-v0.2.0.jsonl")])
 def test_the_real_evalplus_sets_fail_every_forgery(name, file):
-    from stages.evalplus_suite import load_benchmark, sandbox_pool
+    from stages.suites.evalplus_harness import load_benchmark, sandbox_pool
 
     path = SHARED_DATASETS / file
     if not path.is_file():

@@ -15,7 +15,7 @@ from forgeries import forged
 
 from conftest import REPO, adapter, read_json, stage_cfg, workspace
 from stages.config import Config, ConfigError, GrpoStage, load, validate
-from stages.execute import sandbox_problem
+from stages.sandbox.execute import sandbox_problem
 
 needs_sandbox = pytest.mark.skipif(sandbox_problem() is not None,
                                    reason="needs the bubblewrap sandbox (README setup)")

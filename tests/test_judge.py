@@ -12,8 +12,8 @@ from test_evalplus import TASKS as HUMANEVAL
 
 from conftest import REPO, read_json, repo_params, stage_cfg, workspace
 from stages.config import StageError
-from stages.execute import sandbox_problem
 from stages.io import read_jsonl
+from stages.sandbox.execute import sandbox_problem
 
 needs_sandbox = pytest.mark.skipif(sandbox_problem() is not None,
                                    reason="needs the bubblewrap sandbox (README setup)")
@@ -213,3 +213,27 @@ def test_judge_reproduces_the_humaneval_plus_verdicts(pipeline, tmp_path, monkey
         {"id": "HumanEval/1", "reply": "```python\ndef is_even(n):\n    return n % 2 == 1\n```"}])
     assert [p["passed"] for p in fixed["probes"]] == [True, False]
     assert fixed["probes"][1]["failure"] == "wrong_answer" and fixed["pass@1"] == 0.5
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--suite", "knowledge", "--replies", "r.jsonl", "--sanitize"],
+     "--sanitize: only with --samples"),
+    (["--suite", "code", "--replies", "r.jsonl", "--dataset-path", "he.jsonl"],
+     "--dataset-path: only with --samples"),
+    (["--suite", "knowledge", "--replies", "r.jsonl", "--samples", "s.jsonl"],
+     "not allowed with argument"),
+])
+def test_judge_options_of_the_samples_path_need_samples(argv, message, capsys):
+    from stages import judge as judge_stage
+
+    with pytest.raises(SystemExit):
+        judge_stage.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_judge_samples_take_an_evalplus_suite(tmp_path):
+    from stages import judge as judge_stage
+    from stages.config import StageError
+
+    with pytest.raises(StageError, match=r"--suite must be one of \['humaneval\+', 'mbpp\+'\]"):
+        judge_stage.main(["--suite", "knowledge", "--samples", str(tmp_path / "s.jsonl")])

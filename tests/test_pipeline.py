@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from conftest import read_json, stage_cfg
 from stages.config import BaseStage, EvalStage, SummaryStage
-from stages.execute import run_tests
 from stages.io import read_jsonl
+from stages.sandbox.execute import run_tests
 from stages.suites.code import FAILURE_KINDS
 
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from stages.execute import SandboxUnavailable, require_sandbox, run_many, sandbox_problem
+from stages.sandbox.execute import SandboxUnavailable, require_sandbox, run_many, sandbox_problem
 
 pytestmark = pytest.mark.skipif(
     sandbox_problem() is not None,
@@ -122,7 +122,7 @@ def test_every_hostile_sample_fails_and_the_host_is_unharmed(canary, listener):
 
 
 def test_without_a_sandbox_execution_is_refused_unless_opted_in(monkeypatch):
-    import stages.execute as execute
+    import stages.sandbox.execute as execute
 
     monkeypatch.setattr(execute, "sandbox_problem", lambda: "bubblewrap (bwrap) is not installed")
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
@@ -148,7 +148,7 @@ LEFTOVERS = {
 
 @pytest.mark.parametrize("left", sorted(LEFTOVERS))
 def test_nothing_a_sample_leaves_reaches_the_next_one(left):
-    from stages.execute import SandboxPool, run_tests
+    from stages.sandbox.execute import SandboxPool, run_tests
 
     first, second = LEFTOVERS[left]
     with SandboxPool(1, sandbox=True) as pool:
@@ -158,7 +158,7 @@ def test_nothing_a_sample_leaves_reaches_the_next_one(left):
 
 
 def test_a_sample_cannot_reach_the_warm_server():
-    from stages.execute import SandboxPool, run_tests
+    from stages.sandbox.execute import SandboxPool, run_tests
 
     attacks = {  # each passes only if it got at the server (its parent) or the host's pipes
         "signal it": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",

@@ -195,7 +195,7 @@ def test_real_humanevalpack_repairs_pass_and_bugs_fail():
 
     from conftest import SHARED_DATASETS
     from stages.data import humanevalpack_items
-    from stages.execute import run_many, sandbox_problem
+    from stages.sandbox.execute import run_many, sandbox_problem
 
     path = SHARED_DATASETS / "humanevalpack" / "humanevalpack_python.jsonl"
     if not path.exists() or sandbox_problem():

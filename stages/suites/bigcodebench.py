@@ -1,5 +1,5 @@
 """BigCodeBench: function-level tasks that call real libraries, judged by each task's own
-unittest TestCases, every sample run in our bubblewrap sandbox (stages/execute.py).
+unittest TestCases, every sample run in our bubblewrap sandbox (stages/sandbox/execute.py).
 
 Suites  bigcodebench-complete, bigcodebench-instruct (the full 1,140 tasks of
         benchmarks.bigcodebench), bigcodebench-complete-hard, bigcodebench-instruct-hard (the
@@ -32,14 +32,11 @@ import hashlib
 import importlib.util
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 from stages.config.suites import BIGCODEBENCH, names
-from stages.execute import require_sandbox, run_program
 from stages.io import DataError, MissingInput, read_jsonl_lines
+from stages.sandbox.execute import SandboxPool, program_text, require_sandbox, run_program
 from stages.suites import unique_ids
 from stages.suites.code import failure_shares
 
@@ -62,64 +59,16 @@ PYPI_NAMES = {"sklearn": "scikit-learn", "bs4": "beautifulsoup4", "cv2": "opencv
               "mpl_toolkits": "matplotlib"}
 
 # Runs work/job.json's solution with its task's tests in one module and reports the outcome.
-HARNESS = r"""
-import contextlib, io, json, os, tempfile, time, types, unittest
-job = json.load(open("work/job.json", encoding="utf-8"))
-# What bigcodebench's reliability_guard sets before a task runs.
-os.environ.update(TZ="UTC", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
-                  TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
-time.tzset()
-os.chdir(tempfile.mkdtemp())
-def report(status, failure=None, detail="", ran=()):
-    print("RESULT " + NONCE + " " + json.dumps({"status": status, "failure": failure,
-                                                "detail": detail[-2000:], "ran": list(ran)}),
-          flush=True)
-    os._exit(0)
-try:
-    compiled = compile(job["code"] + "\n" + job["test"], "__test__.py", "exec")
-except (SyntaxError, ValueError) as err:
-    report("fail", "syntax_error", repr(err))
-module = types.ModuleType("__test__")
-module.__dict__.update({"__file__": "__test__.py", "__package__": None})
-import sys
-sys.modules["__test__"] = module
-class Result(unittest.TestResult):
-    kinds = []
-    ran = []
-    def startTest(self, test):
-        super().startTest(test)
-        self.ran.append(test.id().split(".")[-1])
-    def addError(self, test, err):
-        super().addError(test, err)
-        self.kinds.append(err[0].__name__)
-sink = io.StringIO()
-try:
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        exec(compiled, module.__dict__)
-        cases = unittest.TestLoader().loadTestsFromTestCase(module.__dict__["TestCases"])
-        result = Result()
-        cases.run(result)
-except BaseException as err:
-    report("fail", "runtime_error:" + type(err).__name__, repr(err))
-if result.errors:
-    test, trace = result.errors[0]
-    report("fail", "runtime_error:" + result.kinds[0],
-           "; ".join(t.id().split(".")[-1] for t, _ in result.errors + result.failures) + "\n" + trace)
-if result.failures:
-    report("fail", "wrong_answer",
-           "; ".join(t.id().split(".")[-1] for t, _ in result.failures) + "\n" + result.failures[0][1])
-if result.testsRun == 0:
-    report("fail", "wrong_answer", "no test ran")
-report("pass", ran=result.ran)
-"""
+HARNESS = program_text("programs/bigcodebench.py")
 
 
 # BigCodeBench's tests are unittest classes that pass DataFrames, figures and mocks to and
 # from the solution, so they cannot be split into plain values judged outside (as the other
-# code suites are): the solution and its tests share one process, and the harness reports
-# the outcome next to a nonce. What guards that verdict: the host checks that the report
-# names every test the task's TestCases defines (parsed here), and before a sample runs,
-# `forgery_marks` rejects the constructs that reach the nonce or the runner from inside:
+# code suites are): the solution and its tests share one process, and the harness
+# (stages/sandbox/programs/bigcodebench.py) reports the outcome next to a nonce. What guards
+# that verdict: the host checks that the report names every test the task's TestCases
+# defines (parsed here), and before a sample runs, `forgery_marks` rejects the constructs
+# that reach the nonce or the runner from inside:
 # frame and object introspection (sys._getframe, f_back, inspect.currentframe/stack, gc,
 # __globals__, __subclasses__, ...), builtins patching, assigning to the attributes of the
 # modules and classes the harness uses (unittest, sys, os, json, io, builtins, ...), an
@@ -284,7 +233,9 @@ def canonical(probe: dict) -> str:
 
 
 def run_all(cfg, jobs: list[tuple[str, dict] | None]) -> list[dict]:
-    """Each (code, task) in its own sandbox, two at a time; None: no code in the reply."""
+    """Each (code, task) in a fresh sandbox of its own (run_program: the pool's warm ones stay
+    unstarted, it only bounds how many run at once), two at a time; None: no code in the
+    reply."""
     sandbox = require_sandbox(cfg.unsafe_execution)
 
     def one(job):
@@ -292,9 +243,8 @@ def run_all(cfg, jobs: list[tuple[str, dict] | None]) -> list[dict]:
             return {"status": "fail", "failure": "no_code", "detail": "no code in the reply"}
         return run_one(job[0], job[1], cfg.eval.bigcodebench_timeout_s, sandbox)
 
-    with ThreadPoolExecutor(2) as pool:
-        return list(tqdm(pool.map(one, jobs), total=len(jobs), desc="bigcodebench: tests",
-                         unit="task", leave=False))
+    with SandboxPool(2, sandbox) as pool:
+        return pool.map(one, jobs, desc="bigcodebench: tests")
 
 
 def run_one(code: str, task: dict, timeout_s: float, sandbox: bool = True) -> dict:

@@ -1,6 +1,6 @@
 """humaneval+ and mbpp+: evalplus's data, prompt wording, sanitize and comparison rules;
 every sample scored on the base and the plus tests in the sandbox with evalplus's expected
-outputs (stages/evalplus_suite.py). A task passes when both splits pass.
+outputs (stages/suites/evalplus_harness.py). A task passes when both splits pass.
 
 Probes: the tasks of benchmarks.humanevalplus / benchmarks.mbppplus (a local evalplus .jsonl;
 null: evalplus's download), id = the task_id.
@@ -8,14 +8,11 @@ null: evalplus's download), id = the task_id.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 from stages.config import EvalStage
-from stages.evalplus_suite import check, load_benchmark, sandbox_pool
-from stages.execute import require_sandbox
+from stages.sandbox.execute import SandboxPool, require_sandbox
 from stages.suites import all_replies, leakage, unique_ids
 from stages.suites.code import code_quality, failure_shares, pass_metrics, per_task
+from stages.suites.evalplus_harness import check, load_benchmark, sandbox_pool
 
 JUDGED = "pass@1"
 SAMPLED = True  # eval.samples replies per task when sampling
@@ -51,13 +48,16 @@ def judge(cfg: EvalStage, probes: list[dict], replies: list[list[str]]) -> list[
              for rs, p in zip(replies, probes, strict=True)]
     sandbox = require_sandbox(cfg.unsafe_execution)
     no_code = {"base": "no_code", "plus": "no_code", "failure": "no_code"}
-    workers = max(1, os.cpu_count() or 1)
+
+    def status(job: tuple[str, str | None]) -> dict:
+        task_id, code = job
+        return no_code if code is None else check(bench, task_id, code, not sandbox, boxes)
+
     # warm sandboxes with evalplus loaded: one fork per split instead of a fresh interpreter
-    with sandbox_pool(workers, not sandbox) as boxes, ThreadPoolExecutor(workers) as pool:
-        futures = [[pool.submit(check, bench, p["id"], c, not sandbox, boxes)
-                    if c is not None else None
-                    for c in cs] for p, cs in zip(probes, codes, strict=True)]
-        statuses = [[f.result() if f is not None else no_code for f in fs] for fs in futures]
+    with sandbox_pool(SandboxPool.per_core(), not sandbox) as boxes:
+        done = iter(boxes.map(status, [(p["id"], c) for p, cs in zip(probes, codes, strict=True)
+                                        for c in cs], desc=f"{bench.name}: tests"))
+    statuses = [[next(done) for _ in cs] for cs in codes]
     rows = []
     for probe, cs, ss in zip(probes, codes, statuses, strict=True):
         ok = [s["base"] == "pass" and s["plus"] == "pass" for s in ss]

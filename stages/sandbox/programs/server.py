@@ -1,18 +1,18 @@
-"""The warm sandbox's server (see the comment above SERVER in stages/execute.py): inside the
-sandbox it forks one child per sample, sets the child's limits and user, relays its frames to
-the host capped in size, and cleans up every process and file the sample left.
+"""The warm sandbox's server (see the comment above SERVER in stages/sandbox/execute.py):
+inside the sandbox it forks one child per sample, sets the child's limits and user, relays its
+frames to the host capped in size, and cleans up every process and file the sample left.
 
-It runs from source text after stages/sandbox_wire.py; the host puts the settings in front:
-PRELOAD, ISOLATED, DROP_PRIVILEGES, NOBODY, FILE_BYTES, PROCESSES, MAX_FRAME.
+It runs from source text after programs/wire.py and programs/confine.py; the host puts the
+settings in front: PRELOAD, ISOLATED, DROP_PRIVILEGES, MAX_FRAME.
 """
 
-# read_exact and write_all come from stages/sandbox_wire.py; the settings from the host:
+# read_exact and write_all come from programs/wire.py, limit and drop_privileges from
+# programs/confine.py, the settings from the host:
 # ruff: noqa: F821
 import ctypes
 import importlib
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -51,17 +51,9 @@ def child(job, rundir, requests, answers):
         os.closerange(5, 1 << 16)  # the server's pipes to the host among them
         os.chdir(rundir)
         os.environ.update(job["env"])
-        cpu = int(job["timeout_s"]) + 1
-        memory = job["memory_bytes"]
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
-        if DROP_PRIVILEGES and os.getuid() == 0:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+        limit(job["timeout_s"], job["memory_bytes"])
+        if DROP_PRIVILEGES:
+            drop_privileges()
         exec(PROGRAMS[job["program"]], {"__name__": "__main__", "JOB": job["job"]})
     except BaseException:
         pass

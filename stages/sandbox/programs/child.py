@@ -2,8 +2,8 @@
 the sample's code, then answers calls of its functions with their return values, one at a
 time, until the judge stops asking.
 
-It is sent as text after stages/plain.py (whose `encode` and `decode` it uses) and run by the
-warm sandbox's server in a forked child (stages/execute.py, `serve`). It holds no nonce, no
+It is sent as text after stages/sandbox/plain.py (whose `encode` and `decode` it uses) and run
+by the warm sandbox's server in a forked child (stages/sandbox/execute.py, CHILD_PROGRAM). It holds no nonce, no
 expected value and no verdict: it sees only the arguments of each call, and everything it
 writes is read by the judge as a claim about a value, decoded strictly, so a sample that takes
 it over can only ever claim values. Reads and writes are length-prefixed JSON on two pipes.
@@ -12,8 +12,8 @@ Job keys: code (the sample), evalplus (run it as evalplus's unsafe_execute does:
 reliability_guard with the memory limit given, every call inside swallow_io and time_limit).
 """
 
-# encode and decode are defined by stages/plain.py, read_exact and write_all by
-# stages/sandbox_wire.py, whose texts come first:
+# encode and decode are defined by stages/sandbox/plain.py, read_exact and write_all by
+# programs/wire.py, whose texts come first:
 # ruff: noqa: F821
 import json
 import struct

@@ -8,14 +8,17 @@ Every program runs in a bubblewrap sandbox (Debian package `bubblewrap`):
     it can neither reach nor signal any process outside;
   - as an unprivileged user (uid 65534 when the pipeline runs as root), so the process
     limit holds and no capability is left;
-  - limits on address space, CPU time, file size and process count, and a wall-clock
-    timeout enforced from this side, which kills the whole sandbox.
+  - limits on address space, CPU time, file size and process count (programs/confine.py),
+    and a wall-clock timeout enforced from this side, which kills the whole sandbox.
 The verdict is not the sandbox's to give: the child that runs a sample only answers calls
-of its functions with plain values (stages/sandbox_child.py, stages/plain.py), and
-run_tests (and evalplus_suite.check) compare them here, where the sample cannot reach; see
-the comment above SERVER. run_program, for BigCodeBench's unittest form only, still runs
-solution and tests in one process reporting next to a nonce (what guards it:
-stages/suites/bigcodebench.py).
+of its functions with plain values (programs/child.py, stages/sandbox/plain.py), and
+run_tests (and stages/suites/evalplus_harness.check) compare them here, where the sample
+cannot reach; see the comment above SERVER. run_program, for BigCodeBench's unittest form
+only, still runs solution and tests in one process reporting next to a nonce (what guards
+it: stages/suites/bigcodebench.py).
+
+What runs inside the sandbox are the files of stages/sandbox/programs/ (and plain.py), read
+as text by `program_text`; SandboxPool.map fans a batch of samples out over warm sandboxes.
 
 Where bubblewrap cannot start, execution is refused unless the caller opts into running
 without a sandbox (`unsafe_execution: true`), which only isolates by process.
@@ -39,19 +42,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from typing import TypeVar
 
 from tqdm import tqdm
 
-from stages import plain
 from stages.io import UserError
+from stages.sandbox import plain
+from stages.sandbox.programs import confine
 
+T = TypeVar("T")
+R = TypeVar("R")
 MEMORY_BYTES = 1 << 30
-FILE_BYTES = 1 << 20
-PROCESSES = 64
-NOBODY = 65534
 SCRATCH_BYTES = 16 << 20  # the only writable space inside: a 16 MiB tmpfs at /tmp
 SANDBOX_PYTHON = "/tmp/python"  # where the interpreter's prefix is mounted inside
 SANDBOX_VENV = "/tmp/venv"  # the virtual environment, when there is one
@@ -62,14 +67,13 @@ SANDBOX_WORK = "/tmp/work"  # the program and its tests, read-only
 # there, so a sample cannot read the answers it is judged against.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 
-# Prepended to every program: read the per-run nonce, then (as root) become `nobody`.
-PRELUDE = r"""
-import os, sys
-NONCE = sys.stdin.readline().strip()
-sys.stdin.close()
-if DROP_PRIVILEGES and os.getuid() == 0:
-    os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
-"""
+
+def program_text(*names: str) -> str:
+    """The source of the files `names` (paths under stages/sandbox/: "plain.py",
+    "programs/child.py"), joined in order: one program, run inside the sandbox from text."""
+    package = resources.files(__package__)
+    return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in names)
+
 
 class SandboxUnavailable(UserError, RuntimeError):
     """No working sandbox here: the message says what to install or enable."""
@@ -128,9 +132,13 @@ def sandbox_paths() -> list[str]:
     return [p.replace(sys.prefix, SANDBOX_VENV, 1) for p in sys.path if p.startswith(sys.prefix)]
 
 
+# In front of every program of its own: read the per-run nonce, then (as root) become `nobody`.
+PRELUDE = program_text("programs/confine.py", "programs/prelude.py")
+
+
 def prelude(drop_privileges: bool, extra_paths: list[str]) -> str:
     # Unsandboxed, the interpreter may live where the unprivileged user cannot read it.
-    return (f"DROP_PRIVILEGES = {drop_privileges}\nNOBODY = {NOBODY}\nWORK = 'work'\n"
+    return (f"DROP_PRIVILEGES = {drop_privileges}\n"
             f"import sys as _sys\n_sys.path[:0] = {extra_paths!r}\n{PRELUDE}")
 
 
@@ -161,15 +169,8 @@ def require_sandbox(unsafe: bool) -> bool:
     )
 
 
-def _limits(timeout_s: float, memory_bytes: int) -> None:
-    import resource
-
-    cpu = int(timeout_s) + 1
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
+def _confine(timeout_s: float, memory_bytes: int) -> None:
+    confine.limit(timeout_s, memory_bytes)
     os.setsid()  # its own process group, so a timeout kills everything it started
 
 
@@ -177,7 +178,7 @@ def run_tests(code: str, tests: list[str], timeout_s: float, *, sandbox: bool = 
               pool: SandboxPool | None = None) -> Outcome:
     """Define `code` in a sandbox, then run each test of `tests` here, in this process, with
     the names the code defined standing for it: a call of one of its functions is answered by
-    the sandbox with a plain value (stages/plain.py), and every assert and comparison is
+    the sandbox with a plain value (plain.py), and every assert and comparison is
     decided on this side, where the sample cannot reach. `sandbox=False` only behind the
     opt-in. With a `pool`, in one of its warm sandboxes, else in a new one.
 
@@ -213,7 +214,7 @@ def run_program(program: str, files: dict[str, bytes], timeout_s: float, memory_
     comes on stdin, so a sample that exits early or prints a marker of its own reports
     nothing. Code in the same process that inspects the program's frames could find the
     nonce, so only BigCodeBench uses this (behind its forgery_marks screen); every other
-    suite judges by run_tests or evalplus_suite.check, outside the sandbox."""
+    suite judges by run_tests or evalplus_harness.check, outside the sandbox."""
     nonce = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="stages-exec-") as scratch:
         work = os.path.join(scratch, "work")
@@ -234,7 +235,7 @@ def run_program(program: str, files: dict[str, bytes], timeout_s: float, memory_
                 stdout=stdout,
                 stderr=subprocess.DEVNULL,
                 env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", **(env or {})},
-                preexec_fn=functools.partial(_limits, timeout_s, memory_bytes),
+                preexec_fn=functools.partial(_confine, timeout_s, memory_bytes),
             )
             try:
                 proc.communicate((nonce + "\n").encode(), timeout=timeout_s)
@@ -275,17 +276,14 @@ def run_many(jobs: list[tuple[str, list[str]]], timeout_s: float, desc: str,
              unsafe: bool = False) -> list[Outcome]:
     """run_tests over (code, tests) pairs, one warm sandbox per core, in input order."""
     sandbox = require_sandbox(unsafe)
-    workers = max(1, os.cpu_count() or 1)
-    with SandboxPool(workers, sandbox) as boxes, ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(run_tests, code, tests, timeout_s, sandbox=sandbox, pool=boxes)
-                   for code, tests in jobs]
-        return [f.result() for f in tqdm(futures, desc=desc, unit="task", leave=False)]
+    with SandboxPool(SandboxPool.per_core(), sandbox) as boxes:
+        return boxes.map(lambda job: run_tests(*job, timeout_s, sandbox=sandbox, pool=boxes),
+                         jobs, desc=desc)
 
 
 # What the child that runs a sample executes: the plain-value codec, then its serve loop.
-CHILD_PROGRAM = "\n".join(
-    Path(__file__).with_name(name).read_text(encoding="utf-8")
-    for name in ("sandbox_wire.py", "plain.py", "sandbox_child.py")) + "\nserve(JOB, 3, 4)\n"
+CHILD_PROGRAM = (program_text("programs/wire.py", "plain.py", "programs/child.py")
+                 + "\nserve(JOB, 3, 4)\n")
 OUT_OF_TIME = "the session's time ran out"
 ERROR_KIND = re.compile(r"runtime_error:[A-Za-z_][A-Za-z0-9_]{0,80}|timeout")
 # Modules a sample's `import x` may lend the test by name (the test runs here, so only
@@ -448,8 +446,8 @@ def remote_session(job: dict, timeout_s: float, memory_bytes: int, sandbox: bool
 # once and runs a trusted server that forks one child per sample; the child sets the limits,
 # becomes `nobody`, defines the sample and answers calls (CHILD_PROGRAM), relayed by the
 # server over pipes. Why a sample cannot reach the host, any other sample, or its verdict:
-#   - The verdict: it is decided in the host process (run_tests, evalplus_suite.check) from
-#     the plain values the child sends, decoded strictly (stages/plain.py). The child never
+#   - The verdict: it is decided in the host process (run_tests, evalplus_harness.check)
+#     from the plain values the child sends, decoded strictly (plain.py). The child never
 #     holds an expected value, a nonce or a channel to anything but the host's questions; its
 #     output is /dev/null.
 #   - The host: the child is inside the bubblewrap sandbox (read-only file system, no
@@ -466,8 +464,7 @@ def remote_session(job: dict, timeout_s: float, memory_bytes: int, sandbox: bool
 #     ptrace, no /proc/<pid>/mem or fd of it); a child that kills it gets no verdict
 #     (crashed) and the next sample starts a fresh sandbox. The child keeps only its two
 #     pipes to the server; what it writes there is framed and capped by the server.
-SERVER = "\n".join(Path(__file__).with_name(name).read_text(encoding="utf-8")
-                   for name in ("sandbox_wire.py", "sandbox_server.py"))
+SERVER = program_text("programs/wire.py", "programs/confine.py", "programs/server.py")
 SERVER_ANSWER_S = 10.0  # beyond a sample's own time: forking, cleaning up, replying
 SERVER_START_S = 60.0
 MAX_FRAME = 64 << 20  # the most one answer of a child may hold (bytes of JSON)
@@ -541,9 +538,7 @@ class WarmSandbox:
     def start(self) -> None:
         self.close()
         head = (f"PRELOAD = {list(self.preload)!r}\nISOLATED = {self.sandbox}\n"
-                f"DROP_PRIVILEGES = {self.sandbox}\nNOBODY = {NOBODY}\n"
-                f"FILE_BYTES = {FILE_BYTES}\nPROCESSES = {PROCESSES}\n"
-                f"MAX_FRAME = {MAX_FRAME}\n")
+                f"DROP_PRIVILEGES = {self.sandbox}\nMAX_FRAME = {MAX_FRAME}\n")
         if self.sandbox:
             code = f"import sys\nsys.path[:0] = {sandbox_paths()!r}\n{head}{SERVER}"
             # No --die-with-parent: it fires when the starting thread ends, not the process;
@@ -610,8 +605,9 @@ class WarmSandbox:
 
 class SandboxPool:
     """`workers` warm sandboxes (each started on first use); a session takes a free one, so
-    up to `workers` threads run samples at once. `preload`: modules the server imports once,
-    so every child has them (they count toward the child's address-space limit)."""
+    up to `workers` threads run samples at once (`map`). `preload`: modules the server
+    imports once, so every child has them (they count toward the child's address-space
+    limit)."""
 
     def __init__(self, workers: int, sandbox: bool, preload: tuple[str, ...] = ()):
         self.sandbox = sandbox
@@ -619,6 +615,21 @@ class SandboxPool:
         self.free: queue.SimpleQueue[WarmSandbox] = queue.SimpleQueue()
         for box in self.boxes:
             self.free.put(box)
+
+    @staticmethod
+    def per_core() -> int:
+        """One warm sandbox per core: a sample's run is CPU-bound."""
+        return max(1, os.cpu_count() or 1)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], desc: str, unit: str = "task",
+            leave: bool = False) -> list[R]:
+        """[fn(item) for item in items], up to one call per sandbox at once (each call takes
+        a free sandbox from this pool, or runs one of its own), in input order, with a
+        progress bar on stderr."""
+        items = list(items)
+        with ThreadPoolExecutor(len(self.boxes)) as pool:
+            return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, unit=unit,
+                             leave=leave))
 
     def take(self) -> WarmSandbox:
         return self.free.get()

@@ -1,8 +1,8 @@
 """Length-prefixed frames over pipes, shared by the sandbox's two programs: the warm server
-(stages/sandbox_server.py) and the child that runs a sample (stages/sandbox_child.py).
+(programs/server.py) and the child that runs a sample (programs/child.py).
 
-Both run inside the sandbox from source text (stages/execute.py joins this file in front of
-each), so this module imports nothing of the project and only the standard library.
+Both run inside the sandbox from source text (stages/sandbox/execute.py joins this file in
+front of each), so this module imports nothing of the project and only the standard library.
 """
 
 import os

@@ -1,10 +1,14 @@
-"""HumanEval+ and MBPP+ with evalplus's data, ground truth and comparison rules: every
-sample executed in our sandbox (under evalplus's own guard there), its outputs compared here.
+"""The evalplus harness: HumanEval+ and MBPP+ with evalplus's data, ground truth and
+comparison rules, every sample executed in our sandbox (under evalplus's own guard there, by
+the child's `evalplus` job: stages/sandbox/programs/child.py), its outputs compared here. The
+humaneval+ and mbpp+ suites (stages/suites/evalplus.py) and `python -m stages.judge
+--samples` score with it.
 
 evalplus 0.3.1 facts this relies on: the dataset override paths are read from the
 environment when evalplus is imported (so they are set here on its modules directly); a plain .jsonl gives the md5 that public
 runs report; the expected outputs come from running the canonical solutions (evalplus caches
-them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does `score_samples`.
+them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does
+stages.judge's `score_samples`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import plain
-from stages.execute import OUT_OF_TIME, SampleFailed, SandboxPool, remote_session
 from stages.io import DataError, MissingInput
+from stages.sandbox import plain
+from stages.sandbox.execute import OUT_OF_TIME, SampleFailed, SandboxPool, remote_session
 
 DATASETS = {"humaneval+": ("humaneval", "HUMANEVAL_OVERRIDE_PATH"),
             "mbpp+": ("mbpp", "MBPP_OVERRIDE_PATH")}
@@ -117,7 +121,7 @@ def check(bench: Benchmark, task_id: str, code: str, unsafe: bool,
 
     As evalplus's unsafe_execute does, the sample is defined and called on each input in
     turn under its reliability_guard, swallow_io and per-input time_limit, in a child of its
-    own per split; unlike it, the child only answers with each return value (stages/plain.py)
+    own per split; unlike it, the child only answers with each return value (sandbox/plain.py)
     and the comparison with the expected output (`matches`) is made here, so the sample
     never sees the expected outputs and cannot forge a verdict."""
     problem, expected = bench.problems[task_id], bench.expected[task_id]

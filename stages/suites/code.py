@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages.config import EvalStage
 from stages.execute import run_many
-from stages.generate import extract_code
+from stages.generation.common import extract_code
 from stages.stats import pass_at_k
 from stages.suites import all_replies, leakage, probe_dir, read_probes
 

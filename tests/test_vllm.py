@@ -115,11 +115,11 @@ def test_eval_backend_chooses_the_backend(pipeline, monkeypatch):
     from stages.generation.hf import HfBackend
     from stages.generation.vllm import VllmBackend
 
-    fake_vllm(monkeypatch)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     params = pipeline[1]
     hf = load_backend(eval_cfg(params, backend="hf", batch_size=3, batching="continuous"), "sft")
     assert isinstance(hf, HfBackend) and (hf.batch_size, hf.batching) == (3, "continuous")
+    fake_vllm(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert isinstance(load_backend(eval_cfg(params, backend="vllm"), "sft"), VllmBackend)
     assert len(FakeLLM.made) == 1
 

@@ -116,7 +116,7 @@ def continuous_batching(model, tokenizer, conversations, decoding, batch_size: i
     enough blocks for every row at its longest."""
     from transformers import ContinuousBatchingConfig
 
-    from stages.generate import chat_prompts
+    from stages.generation.common import chat_prompts
 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"]
            for p in chat_prompts(tokenizer, conversations)]
@@ -155,7 +155,8 @@ def main() -> None:
     harness.pin_threads(args.threads)
     import torch
 
-    from stages.generate import GenerationCost, chat_prompts, generate, greedy
+    from stages.generation.common import GenerationCost, chat_prompts, greedy
+    from stages.generation.hf import generate
     from stages.modeling import load_base_model, load_tokenizer
 
     tasks = [json.loads(line) for line in args.dataset_path.read_text().splitlines()][: args.tasks]

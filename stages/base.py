@@ -209,7 +209,8 @@ def record_hub_model(model: ModelConfig, out: Path) -> dict:
     except OSError as err:
         raise hub_error(model, err) from err
     try:
-        # kept as shipped: generation reads only its end tokens (stages.generate.end_token_ids)
+        # kept as shipped: generation reads only its end tokens
+        # (stages.generation.common.end_token_ids)
         generation = GenerationConfig.from_pretrained(where, **kwargs)
     except OSError:
         generation = None

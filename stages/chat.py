@@ -22,7 +22,8 @@ from stages.config import (
     load,
     run_stage,
 )
-from stages.generate import decoding, generate
+from stages.generation.common import decoding
+from stages.generation.hf import generate
 from stages.modeling import load_tokenizer, load_variant
 
 

@@ -24,12 +24,12 @@ from types import ModuleType
 
 from stages import diversity, suites
 from stages.config import VARIANTS, EvalStage, StageError, load, run_stage
-from stages.generate import Decoding, GenerationCost, decoding, generate
+from stages.generation.choose import load_backend
+from stages.generation.common import Backend, Decoding, GenerationCost, decoding
 from stages.io import write_json, write_jsonl
 from stages.modeling import load_tokenizer, load_variant
 from stages.numerics import pin_torch
 from stages.runinfo import run_info
-from stages.vllm_backend import VllmModel
 
 
 def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
@@ -67,11 +67,11 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
 
 
 def load_model(cfg: EvalStage, variant: str, suite: ModuleType):
-    """vLLM generates when eval.backend says so; scoring suites (perplexity) need the
-    transformers model's logits."""
-    if cfg.eval.backend == "vllm" and not hasattr(suite, "score"):
-        return VllmModel(cfg.paths, variant, cfg.model.dtype, cfg.seed)
-    return load_variant(cfg.paths, variant, cfg.model.dtype)
+    """Scoring suites (perplexity) need the transformers model's logits; every other suite
+    gets the backend eval.backend names."""
+    if hasattr(suite, "score"):
+        return load_variant(cfg.paths, variant, cfg.model.dtype)
+    return load_backend(cfg, variant)
 
 
 def samples(cfg: EvalStage, suite: ModuleType) -> int:
@@ -79,14 +79,13 @@ def samples(cfg: EvalStage, suite: ModuleType) -> int:
     return cfg.eval.samples if getattr(suite, "SAMPLED", False) else 1
 
 
-def ask(cfg: EvalStage, model, tokenizer, suite: ModuleType, probes: list[dict], how: Decoding,
-        desc: str, cost: GenerationCost) -> list[list[str]]:
+def ask(cfg: EvalStage, backend: Backend, tokenizer, suite: ModuleType, probes: list[dict],
+        how: Decoding, desc: str, cost: GenerationCost) -> list[list[str]]:
     """The replies to every probe under the shared system prompt, decoded as `how` says (the
     stage's explicit decoding: greedy, or sampled for suites that sample)."""
     n = samples(cfg, suite)
     conversations = [conversation(cfg, suite.prompt(cfg, p)) for p in probes for _ in range(n)]
-    flat = generate(model, tokenizer, conversations, how, cfg.eval.batch_size, desc, cost,
-                    seed=cfg.seed, how=cfg.eval.batching)
+    flat = backend.generate(tokenizer, conversations, how, desc, cost, cfg.seed)
     return [flat[i * n:(i + 1) * n] for i in range(len(probes))]
 
 

@@ -1,8 +1,8 @@
 """GRPO's rewards: the suites' own judges on curated training rows, and the stricter hidden
 check that measures how often the training reward was fooled (`reward_hack_rate`).
 
-- code: the `code` suite's judge. The first fenced code block of the reply (stages.generate.
-  extract_code) runs in the sandbox (stages.sandbox.execute.run_many: the sample only answers calls
+- code: the `code` suite's judge. The first fenced code block of the reply (stages.generation.
+  common.extract_code) runs in the sandbox (stages.sandbox.execute.run_many: the sample only answers calls
   with plain values; every assert is decided here) against the task's VISIBLE tests: all but
   its last one. 1.0 when every one passes, else 0.0.
 - identity: the `identity` suite's judge (stages.suites.identity.identity_ok): the reply names
@@ -24,7 +24,7 @@ import math
 import re
 
 from stages.config import IdentityConfig
-from stages.generate import FENCE, extract_code
+from stages.generation.common import FENCE, extract_code
 from stages.sandbox.execute import MEMORY_BYTES, SampleFailed, remote_session, run_many
 from stages.suites.identity import identity_ok
 

@@ -21,7 +21,8 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from stages import export
-    from stages.generate import generate, greedy
+    from stages.generation.common import greedy
+    from stages.generation.hf import generate
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = pipeline
@@ -43,7 +44,8 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
 
 def test_one_shot_chat_answers_like_eval(pipeline, capsys):
     from stages import chat
-    from stages.generate import generate, greedy
+    from stages.generation.common import greedy
+    from stages.generation.hf import generate
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = pipeline

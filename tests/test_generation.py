@@ -1,10 +1,16 @@
 """Generation batching: our rolling batch, transformers' continuous batching and plain
 batched generate give the same greedy replies; sampled replies do not depend on the batch;
-perplexity's batched scoring equals scoring one conversation at a time."""
+perplexity's batched scoring equals scoring one conversation at a time; the modules of
+stages.generation import each other without a cycle."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +30,7 @@ def tiny(pipeline):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from stages.config import EvalStage
-    from stages.generate import chat_prompts
+    from stages.generation.common import chat_prompts
     from stages.modeling import load_tokenizer
 
     root, params = pipeline
@@ -41,7 +47,7 @@ def tiny(pipeline):
 
 
 def decode(cfg, tokenizer, **knobs):
-    from stages.generate import decoding
+    from stages.generation.common import decoding
 
     return dataclasses.replace(decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer),
                                max_new_tokens=40, **knobs)
@@ -51,7 +57,8 @@ def ending_apart(cfg, tokenizer, model, prompts, **knobs):
     """The decoding with one more end token: one the tiny test model generates at different
     steps of different replies (it never learned to end), so rows end apart and the next
     prompts take their places mid-batch."""
-    from stages.generate import GenerationCost, rolling
+    from stages.generation.common import GenerationCost
+    from stages.generation.hf import rolling
 
     plain = decode(cfg, tokenizer, **knobs)
     replies = rolling(model, prompts, plain, 1, GenerationCost(), 0, "test")
@@ -66,7 +73,8 @@ def ending_apart(cfg, tokenizer, model, prompts, **knobs):
 def test_every_batching_gives_the_same_greedy_tokens(tiny):
     """Rolling at 1, 3 (rows end and the next prompts take their places mid-batch) and 16,
     plain batched generate, and generate_batch: the same tokens, each up to its end token."""
-    from stages.generate import GenerationCost, batched, continuous, rolling
+    from stages.generation.common import GenerationCost
+    from stages.generation.hf import batched, continuous, rolling
 
     cfg, tokenizer, model, prompts = tiny
     greedy = ending_apart(cfg, tokenizer, model, prompts)
@@ -86,7 +94,8 @@ def test_the_repetition_penalty_is_applied_as_generate_applies_it(tiny):
     """One unpadded prompt at a time, plain generate sees exactly the row's own tokens, so
     its penalised replies are what ours must give at any batch size; the penalty changes
     them (else the check proves nothing)."""
-    from stages.generate import GenerationCost, batched, rolling
+    from stages.generation.common import GenerationCost
+    from stages.generation.hf import batched, rolling
 
     cfg, tokenizer, model, prompts = tiny
     penalised = ending_apart(cfg, tokenizer, model, prompts, repetition_penalty=1.8)
@@ -98,7 +107,8 @@ def test_the_repetition_penalty_is_applied_as_generate_applies_it(tiny):
 
 
 def test_sampled_replies_do_not_depend_on_the_batch(tiny):
-    from stages.generate import GenerationCost, rolling
+    from stages.generation.common import GenerationCost
+    from stages.generation.hf import rolling
 
     cfg, tokenizer, model, prompts = tiny
     hot = dataclasses.replace(ending_apart(cfg, tokenizer, model, prompts), do_sample=True,
@@ -109,7 +119,7 @@ def test_sampled_replies_do_not_depend_on_the_batch(tiny):
 
 
 def test_continuous_batching_falls_back_where_it_would_change_the_decoding(tiny, capsys):
-    from stages.generate import batching, generate
+    from stages.generation.hf import batching, generate
 
     cfg, tokenizer, model, _ = tiny
     assert batching("auto", model, decode(cfg, tokenizer)) == ("ours", "eval.batching=auto on CPU")
@@ -128,7 +138,7 @@ def test_continuous_batching_falls_back_where_it_would_change_the_decoding(tiny,
 
 
 def test_batched_perplexity_scores_what_one_at_a_time_scores(tiny, pipeline):
-    from stages.generate import assistant_losses
+    from stages.generation.losses import assistant_losses
 
     cfg, tokenizer, model, _ = tiny
     _, params = pipeline
@@ -144,3 +154,48 @@ def test_batched_perplexity_scores_what_one_at_a_time_scores(tiny, pipeline):
     assert len({t for _, t in alone}) > 1  # rows of different lengths: padding is exercised
     for (a, _), (b, _) in zip(alone, together, strict=True):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-4)
+
+
+GENERATION = Path(__file__).resolve().parents[1] / "stages" / "generation"
+MODULES = sorted(p.stem for p in GENERATION.glob("*.py") if p.stem != "__init__")
+
+
+def generation_imports(module: str) -> set[str]:
+    """The stages.generation modules `module` imports anywhere in its file (inside functions
+    too: a cycle closed by a deferred import is still a cycle)."""
+    tree = ast.parse((GENERATION / f"{module}.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n.removeprefix("stages.generation.") for n in names
+            if n.startswith("stages.generation.")} & set(MODULES)
+
+
+def test_no_module_of_stages_generation_imports_another_in_a_cycle():
+    """common, which both backends import, imports neither; and following the imports from any
+    module never comes back to it."""
+    graph = {m: generation_imports(m) for m in MODULES}
+    assert graph["common"] == set()
+    assert {"hf", "vllm"} <= set(MODULES) and "common" in graph["hf"] & graph["vllm"]
+    for start in MODULES:
+        reached, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in reached:
+                reached.add(module)
+                todo += graph[module]
+        assert start not in reached, f"stages.generation.{start} imports itself through {reached}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_of_stages_generation_imports_alone(module):
+    """In a fresh interpreter, so no module another test imported first hides a cycle."""
+    root = GENERATION.parents[1]
+    run = subprocess.run([sys.executable, "-c", f"import stages.generation.{module}"],
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

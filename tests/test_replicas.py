@@ -224,7 +224,7 @@ def test_perplexity_scores_each_reply_and_its_end_token(replica_pipeline):
 def test_prompts_carry_the_configured_system_prompt_never_the_checkpoint_default(
         replica_pipeline):
     layout, root, params = replica_pipeline
-    from stages.generate import chat_prompts
+    from stages.generation.common import chat_prompts
     from stages.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(root / "models" / "base")
@@ -256,7 +256,7 @@ def argmax_reply(model, tokenizer, prompt: str, max_new_tokens: int, end_ids) ->
 @pytest.mark.slow
 def test_eval_replies_of_every_variant_equal_an_independent_argmax(replica_pipeline):
     _, root, params = replica_pipeline
-    from stages.generate import chat_prompts
+    from stages.generation.common import chat_prompts
     from stages.modeling import load_tokenizer, load_variant
 
     cfg = stage_cfg(EvalStage, params)
@@ -291,7 +291,8 @@ def penalised_replica(tmp_path_factory):
 
 def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
         penalised_replica):
-    from stages.generate import chat_prompts, decoding, generate
+    from stages.generation.common import chat_prompts, decoding
+    from stages.generation.hf import generate
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = penalised_replica
@@ -332,7 +333,8 @@ class AlwaysSays(torch.nn.Module):
 
 @pytest.mark.parametrize("end", list(END_TOKENS))
 def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica, end):
-    from stages.generate import GenerationCost, decoding, generate
+    from stages.generation.common import GenerationCost, decoding
+    from stages.generation.hf import generate
     from stages.modeling import load_tokenizer, load_variant
 
     root, params = penalised_replica
@@ -418,7 +420,7 @@ def test_the_model_entries_build_the_published_architectures(name, total, non_em
 def test_the_reply_span_is_what_the_tiny_template_marks(pipeline):
     """On the tiny model's marked template, perplexity scores the same tokens as before (its
     {% generation %} span: the reply and <|im_end|>), so its committed figures stand."""
-    from stages.generate import reply_span_ids
+    from stages.generation.losses import reply_span_ids
     from stages.modeling import load_tokenizer
 
     root, params = pipeline

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stages.config import IdentityConfig
-from stages.generate import extract_code, perplexity
+from stages.generation.common import extract_code
+from stages.generation.losses import perplexity
 from stages.suites.dimensions import explanation_ok, localisation_ok
 from stages.suites.identity import identity_ok
 from stages.suites.knowledge import answer_ok

@@ -59,23 +59,23 @@ def fake_vllm(monkeypatch):
 
 
 def test_the_vllm_backend_without_a_gpu_is_refused_before_vllm_starts(pipeline, monkeypatch):
-    from stages.vllm_backend import VllmModel
+    from stages.generation.vllm import VllmBackend
 
     fake_vllm(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = eval_cfg(pipeline[1], backend="vllm")
     with pytest.raises(ConfigError, match="needs a CUDA GPU; on this machine use "
                                           "-S eval.backend=hf"):
-        VllmModel(cfg.paths, "sft", "float32", 0)
+        VllmBackend(cfg.paths, "sft", "float32", 0)
     assert FakeLLM.made == []
 
 
 def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeline,
                                                                           monkeypatch):
     from stages.eval import conversation
-    from stages.generate import GenerationCost, chat_prompts, decoding, generate
+    from stages.generation.common import GenerationCost, chat_prompts, decoding
+    from stages.generation.vllm import VllmBackend
     from stages.modeling import load_tokenizer
-    from stages.vllm_backend import VllmModel
 
     fake_vllm(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -85,11 +85,11 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     tokenizer = load_tokenizer(cfg.paths.model_dir("base"))
     FakeLLM.reply_ids = tokenizer(" Hello.", add_special_tokens=False)["input_ids"] + [
         tokenizer.eos_token_id]
-    model = VllmModel(cfg.paths, "sft", "float32", 7)
+    backend = VllmBackend(cfg.paths, "sft", "float32", 7)
     conversations = [conversation(cfg, q) for q in ("Who are you?", "Who are you?", "2+2?")]
     cost = GenerationCost()
     sampled = decoding(cfg.eval, cfg.paths.model_dir("base"), tokenizer, sample=True)
-    replies = generate(model, tokenizer, conversations, sampled, 8, "test", cost, seed=7)
+    replies = backend.generate(tokenizer, conversations, sampled, "test", cost, 7)
 
     (made,) = FakeLLM.made
     assert made["kwargs"]["model"] == str(root / "models" / "base")
@@ -110,8 +110,22 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     assert cost.tokens == 3 * len(FakeLLM.reply_ids)
 
 
+def test_eval_backend_chooses_the_backend(pipeline, monkeypatch):
+    from stages.generation.choose import load_backend
+    from stages.generation.hf import HfBackend
+    from stages.generation.vllm import VllmBackend
+
+    params = pipeline[1]
+    hf = load_backend(eval_cfg(params, backend="hf", batch_size=3, batching="continuous"), "sft")
+    assert isinstance(hf, HfBackend) and (hf.batch_size, hf.batching) == (3, "continuous")
+    fake_vllm(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert isinstance(load_backend(eval_cfg(params, backend="vllm"), "sft"), VllmBackend)
+    assert len(FakeLLM.made) == 1
+
+
 def test_what_vllm_cannot_serve_is_named(pipeline, tmp_path):
-    from stages.vllm_backend import check_servable, lora_slot
+    from stages.generation.vllm import check_servable, lora_slot
 
     root, _ = pipeline
     assert check_servable(root / "models" / "base", root / "models" / "sft") == 8  # tiny r 8
@@ -141,9 +155,10 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     from stages import base, curate, sft
     from stages.config import BaseStage, CurateStage, SftStage
     from stages.eval import conversation
-    from stages.generate import GenerationCost, generate, greedy
+    from stages.generation.common import GenerationCost, greedy
+    from stages.generation.hf import generate
+    from stages.generation.vllm import VllmBackend
     from stages.modeling import load_tokenizer, load_variant
-    from stages.vllm_backend import VllmModel
 
     params = tiny_params(tmp_path)
     params["model"]["arch"].update(hidden_size=256, num_heads=4, num_kv_heads=2,
@@ -160,7 +175,7 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     hf = generate(load_variant(cfg.paths, "sft", "float32"), tokenizer, questions, decoding, 4,
                   "hf")
     cost = GenerationCost()
-    served = generate(VllmModel(cfg.paths, "sft", "float32", 0), tokenizer, questions, decoding,
-                      4, "vllm", cost)
+    served = VllmBackend(cfg.paths, "sft", "float32", 0).generate(tokenizer, questions,
+                                                                 decoding, "vllm", cost, 0)
     assert served == hf
     assert cost.tokens > 0 and cost.ttft_s > 0

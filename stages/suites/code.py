@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from stages.config import EvalStage
-from stages.generate import extract_code
+from stages.generation.common import extract_code
 from stages.sandbox.execute import run_many
 from stages.stats import pass_at_k
 from stages.suites import all_replies, leakage, probe_dir, read_probes

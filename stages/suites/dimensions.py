@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stages.config import EvalStage
 from stages.data import dimension_prompt, humanevalpack_items
-from stages.generate import extract_code
+from stages.generation.common import extract_code
 from stages.sandbox.execute import run_many
 from stages.suites import probe_dir, read_probes, share, unique_ids
 

@@ -74,7 +74,7 @@ def score(cfg, model, tokenizer, probes: list[dict]) -> list[dict]:
     """Run the harness on `model` (a loaded base or PeftModel) and return one row per probe:
     {"id", "passed", "metric", "task", "target", "reply", "detail", "acc_norm"?}."""
     name = suite_of(probes)
-    if type(model).__name__ == "VllmModel":
+    if type(model).__name__ == "VllmBackend":
         raise DataError(f"{name} scores with transformers (log-likelihoods through lm_eval's "
                          "HFLM); load the variant with transformers for this suite, as for "
                          "perplexity, also under eval.backend=vllm")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from stages.config import EvalStage
 from stages.data import code_answer, knowledge_answer
-from stages.generate import assistant_losses, perplexity
+from stages.generation.losses import assistant_losses, perplexity
 from stages.suites import probe_dir, read_probes
 
 JUDGED = "code_loss"  # each row names its own domain's metric

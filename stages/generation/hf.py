@@ -1,114 +1,33 @@
-"""Batched generation with explicit decoding, and per-token loss, the same for every variant."""
+"""The transformers backend: batched generation with explicit decoding, the same for every
+variant. Our rolling batch over the KV cache (`rolling`), transformers' continuous batching
+(`continuous`, generate_batch) or plain batched generate (`batched`), as eval.batching says."""
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 from transformers.cache_utils import DynamicLayer
 
 from stages.config import BATCHINGS
-from stages.vllm_backend import VllmModel
-
-FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+from stages.generation.common import Decoding, GenerationCost, chat_prompts
 
 
 @dataclass
-class GenerationCost:
-    tokens: int = 0
-    """Generated tokens, up to and including each row's end token."""
-    seconds: float = 0.0
-    ttft_s: float = 0.0
-    """Time to the first token of the first batch (its prefill and one decoding step)."""
+class HfBackend:
+    """A variant's transformers model as a Backend (eval.backend=hf): at most `batch_size` rows
+    at a time, batched as `batching` (eval.batching) says."""
 
-    def metrics(self) -> dict:
-        return {"tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds else 0.0,
-                "ttft_s": round(self.ttft_s, 4)}
+    model: torch.nn.Module
+    batch_size: int
+    batching: str = "ours"
 
-
-@dataclass(frozen=True)
-class Decoding:
-    """Every decoding knob of a generation, set here and nowhere else: transformers fills any
-    knob left unset from the checkpoint's generation_config.json (Qwen2.5-Instruct ships
-    sampling on and repetition_penalty 1.1), so none is left unset."""
-
-    max_new_tokens: int
-    end_token_ids: tuple[int, ...]
-    """Every end token of the checkpoint: a reply stops at the first of any of them."""
-    pad_token_id: int
-    do_sample: bool
-    temperature: float
-    top_p: float
-    top_k: int
-    """0: no top-k cut."""
-    repetition_penalty: float
-    presence_penalty: float = 0.0
-    """vLLM only; transformers has no additive penalty (the config refuses it for hf)."""
-    frequency_penalty: float = 0.0
-
-    def record(self) -> dict:
-        """The decoding as eval writes it next to its metrics."""
-        return {**asdict(self), "end_token_ids": list(self.end_token_ids)}
-
-    def generation_config(self):
-        from transformers import GenerationConfig
-
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence/frequency penalties have no transformers equivalent; "
-                             "they apply on the vLLM backend only")
-
-        # Start from transformers' global defaults for every other knob (beams, penalties,
-        # n-gram bans, ...), so nothing is left None for generate() to take from the checkpoint.
-        knobs = GenerationConfig()._get_default_generation_params()
-        del knobs["max_length"]  # max_new_tokens bounds the reply; both set makes a warning
-        knobs.update(max_new_tokens=self.max_new_tokens, eos_token_id=list(self.end_token_ids),
-                     pad_token_id=self.pad_token_id, do_sample=self.do_sample,
-                     repetition_penalty=self.repetition_penalty)
-        if self.do_sample:
-            knobs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        return GenerationConfig(**knobs)
-
-
-def decoding(eval_cfg, base_dir: Path, tokenizer, sample: bool = False) -> Decoding:
-    """The decoding of eval (and chat) from `eval.*`: greedy, or with `sample` drawn at
-    eval.temperature, top_p and top_k; repetition_penalty and max_new_tokens either way; the
-    end tokens are all of the checkpoint's."""
-    return Decoding(
-        max_new_tokens=eval_cfg.max_new_tokens,
-        end_token_ids=end_token_ids(base_dir, tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=sample,
-        temperature=eval_cfg.temperature if sample else 1.0,
-        top_p=eval_cfg.top_p if sample else 1.0,
-        top_k=eval_cfg.top_k if sample else 0,
-        repetition_penalty=eval_cfg.repetition_penalty,
-        presence_penalty=eval_cfg.presence_penalty,
-        frequency_penalty=eval_cfg.frequency_penalty,
-    )
-
-
-def greedy(base_dir: Path, tokenizer, max_new_tokens: int) -> Decoding:
-    """Plain greedy decoding (argmax at every step, no penalty) up to `max_new_tokens`."""
-    return Decoding(max_new_tokens=max_new_tokens, end_token_ids=end_token_ids(base_dir, tokenizer),
-                    pad_token_id=tokenizer.pad_token_id, do_sample=False, temperature=1.0,
-                    top_p=1.0, top_k=0, repetition_penalty=1.0)
-
-
-def end_token_ids(base_dir: Path, tokenizer) -> tuple[int, ...]:
-    """The tokenizer's end token and every eos id of the checkpoint's generation_config.json
-    in `base_dir` (Qwen2.5/Qwen3 Instruct: <|im_end|> 151645 and <|endoftext|> 151643)."""
-    ids = [tokenizer.eos_token_id]
-    path = Path(base_dir) / "generation_config.json"
-    if path.exists():
-        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-        ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
-    return tuple(dict.fromkeys(ids))
+    def generate(self, tokenizer, conversations: list[list[dict]], decoding: Decoding,
+                 desc: str, cost: GenerationCost, seed: int) -> list[str]:
+        return generate(self.model, tokenizer, conversations, decoding, self.batch_size, desc,
+                        cost, seed=seed, how=self.batching)
 
 
 def batching(setting: str, model, decoding: Decoding) -> tuple[str, str]:
@@ -137,11 +56,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], decoding: Decodi
     """Replies to `conversations` (each ends with the user turn), in input order, decoded as
     `decoding` says, at most `batch_size` rows at a time, batched as `how` (eval.batching)
     says. Sampling is seeded per reply (`seed` + its index), so a reply does not depend on
-    which others share its batch. A VllmModel (eval.backend=vllm) generates them itself, from
-    the same prompts."""
+    which others share its batch."""
     cost = cost if cost is not None else GenerationCost()
-    if isinstance(model, VllmModel):
-        return model.generate(tokenizer, conversations, decoding, desc, cost, seed)
     if not conversations:
         return []
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"]
@@ -520,89 +436,3 @@ class FirstToken:
 
     def end(self) -> None:
         pass
-
-
-def chat_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
-    """Each conversation through the chat template, ready for the assistant's reply. Qwen3's
-    hybrid-thinking templates get enable_thinking=False: the prompt then ends with the empty
-    <think></think> block that TRL's training template renders before every trained reply,
-    so the model answers at once, as it was fine-tuned to (other templates ignore the flag)."""
-    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False,
-                                          enable_thinking=False)
-            for c in conversations]
-
-
-def extract_code(reply: str) -> str | None:
-    """The first fenced code block, else the whole reply if it looks like code, else None."""
-    match = FENCE.search(reply)
-    if match:
-        return match.group(1).strip() or None
-    if re.search(r"^\s*(def|class|import|from)\s", reply, re.MULTILINE):
-        return reply.strip()
-    return None
-
-
-@torch.no_grad()
-def assistant_losses(model, tokenizer, conversations: list[list[dict]],
-                     batch_size: int) -> list[tuple[float, int]]:
-    """For each conversation, the summed next-token loss over the assistant's reply (the last
-    turn) and its end token, and their count: the tokens after the prompt as `generate`
-    renders it, through the first end token. No {% generation %} markers needed, so a
-    checkpoint's own template (Qwen's has none) scores the same tokens as the tiny model's
-    marked one. Scored `batch_size` at a time, longest first and right-padded (a causal model
-    never attends forward, so the padding after a row changes none of its logits)."""
-    spans = [reply_span_ids(tokenizer, c) for c in conversations]
-    dev = next(model.parameters()).device
-    order = sorted(range(len(spans)), key=lambda i: -len(spans[i][1]))
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(spans)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(spans[i][1]) for i in idx)
-        ids = torch.zeros((len(idx), width), dtype=torch.long, device=dev)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
-        for j, i in enumerate(idx):
-            prompt, full = spans[i]
-            ids[j, :len(full)] = torch.tensor(full, device=dev)
-            labels[j, len(prompt):len(full)] = ids[j, len(prompt):len(full)]
-            mask[j, :len(full)] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target,
-                                                 ignore_index=-100, reduction="none").sum(-1)
-        for j, i in enumerate(idx):
-            out[i] = (loss[j].item(), int((target[j] != -100).sum()))
-    return out
-
-
-def reply_span_ids(tokenizer, conversation: list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt (every turn before the last, with the generation prompt) and
-    of the prompt followed by the last (assistant) turn through its end token."""
-    from stages.config import StageError
-
-    if conversation[-1]["role"] != "assistant":
-        raise ValueError("assistant_loss needs a conversation that ends with the assistant's turn")
-    prompt_text = chat_prompts(tokenizer, [conversation[:-1]])[0]
-    full_text = tokenizer.apply_chat_template(conversation, tokenize=False, enable_thinking=False)
-    if not full_text.startswith(prompt_text):
-        raise StageError(
-            "the chat template renders the prompt differently on its own than before the "
-            f"assistant's reply ({prompt_text[-60:]!r} vs {full_text[len(prompt_text) - 60:][:80]!r}), "
-            "so the reply's tokens cannot be found; use a template that renders the prompt the "
-            "same way in both cases (-S model.chat_template=PATH)")
-    prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    full = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-    if full[:len(prompt)] != prompt:
-        raise StageError("the reply's first token merges with the end of the prompt "
-                         f"({prompt_text[-30:]!r} + {conversation[-1]['content'][:30]!r})")
-    end = tokenizer.eos_token_id
-    if end not in full[len(prompt):]:
-        raise StageError(f"the chat template does not end the assistant's turn with the end "
-                         f"token {tokenizer.eos_token!r}")
-    return prompt, full[:full.index(end, len(prompt)) + 1]
-
-
-def perplexity(total_loss: float, tokens: int) -> tuple[float, float]:
-    """Mean loss per token and exp of it: 120 nats over 60 tokens -> loss 2.0, ppl e^2."""
-    mean = total_loss / tokens
-    return mean, math.exp(mean)

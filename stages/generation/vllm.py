@@ -1,9 +1,9 @@
 """eval.backend=vllm: generation with vLLM, the adapter applied per request (no merge).
 
 Only generation moves to vLLM; perplexity still scores with transformers. The prompts are the
-same token ids `stages.generate.generate` feeds transformers (our tokenizer's chat template, no
-added special tokens) and the replies are decoded by the same tokenizer, so greedy outputs can
-be compared token for token (tests/test_vllm.py, on a GPU with vllm installed).
+same token ids `stages.generation.hf.generate` feeds transformers (our tokenizer's chat
+template, no added special tokens) and the replies are decoded by the same tokenizer, so greedy
+outputs can be compared token for token (tests/test_vllm.py, on a GPU with vllm installed).
 
 vLLM is not a dependency of the project: `pip install vllm` on a CUDA machine. It brings its
 own torch build, so install it in an environment of its own (README, "Evaluating with vLLM").
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError
+from stages.generation.common import Decoding, GenerationCost, chat_prompts
 from stages.io import MissingInput
 from stages.modeling import read_base_json, weights_location
 
@@ -25,8 +26,9 @@ from stages.modeling import read_base_json, weights_location
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-class VllmModel:
-    """A variant served by vLLM: the base weights, and the variant's LoRA adapter if any."""
+class VllmBackend:
+    """A variant served by vLLM as a Backend: the base weights, and the variant's LoRA adapter
+    if any."""
 
     def __init__(self, paths, variant: str, dtype: str, seed: int):
         base_dir = paths.model_dir("base")
@@ -47,14 +49,11 @@ class VllmModel:
                        dtype=dtype, seed=seed, **lora)
         self.lora = LoRARequest(variant, 1, str(adapter)) if adapter else None
 
-    def generate(self, tokenizer, conversations: list[list[dict]], decoding, desc: str, cost,
-                 seed: int) -> list[str]:
-        """Replies in input order, decoded as `decoding` (a stages.generate.Decoding) says.
-        vLLM batches the requests itself (continuous batching), so eval.batch_size does not
-        apply."""
+    def generate(self, tokenizer, conversations: list[list[dict]], decoding: Decoding,
+                 desc: str, cost: GenerationCost, seed: int) -> list[str]:
+        """Replies in input order, decoded as `decoding` says. vLLM batches the requests itself
+        (continuous batching), so eval.batch_size does not apply."""
         from vllm import SamplingParams
-
-        from stages.generate import chat_prompts
 
         texts = chat_prompts(tokenizer, conversations)
         prompts = [{"prompt_token_ids": ids}

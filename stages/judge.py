@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples = cfg.eval.samples if getattr(suite, "SAMPLED", False) else 1
     replies = read_replies(args.replies, [p["id"] for p in probes], samples)
     rows = suites.judged_rows(cfg, suite, probes, replies)
-    result = {"suite": args.suite, "probes": rows, **suite.aggregate(cfg, rows)}
+    result = {"suite": args.suite, "probes": rows, **suites.metrics(cfg, suite, rows)}
 
     text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
     if args.out:

@@ -22,7 +22,7 @@ import argparse
 import time
 from types import ModuleType
 
-from stages import diversity, suites
+from stages import suites
 from stages.config import VARIANTS, EvalStage, StageError, load, run_stage
 from stages.generation.choose import load_backend
 from stages.generation.common import Backend, Decoding, GenerationCost, decoding
@@ -54,7 +54,7 @@ def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:
         replies = ask(cfg, model, tokenizer, suite, probes, how, f"eval: {suite_name}", cost)
         rows = suites.judged_rows(cfg, suite, probes, replies)
         used = {"decoding": how.record()}
-    metrics = {**suite.aggregate(cfg, rows), **diversity.aggregate(rows), **used}
+    metrics = {**suites.metrics(cfg, suite, rows), **used}
     seconds = time.perf_counter() - start
 
     write_jsonl(cfg.paths.tasks_file(variant, suite_name), rows)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples = cfg.eval.samples if getattr(suite, "SAMPLED", False) else 1
     replies = read_replies(args.replies, [p["id"] for p in probes], samples)
     rows = suites.judged_rows(cfg, suite, probes, replies)
-    result = {"suite": args.suite, "probes": rows, **suite.aggregate(cfg, rows)}
+    result = {"suite": args.suite, "probes": rows, **suites.metrics(cfg, suite, rows)}
     write(args.out, result, f"{len(rows)} probes")
     return result
 

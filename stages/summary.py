@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from stages import diversity
+from stages import diversity, similarity
 from stages.config import VARIANTS, Suite, SummaryStage, load, run_stage
 from stages.forgetting import retention
 from stages.io import DataError, MissingInput, read_jsonl, write_json
@@ -58,7 +58,9 @@ def main(cfg: SummaryStage | None = None) -> dict:
                 row.update(judge(variant, by_variant["base"], by_variant[variant],
                                  cfg.eval.budget.get(suite), cfg))
             if "diversity" in by_variant["base"][0]:
-                pair_diversity(summary[suite], by_variant)
+                pair_measures(summary[suite], by_variant, "diversity", diversity.MEASURES)
+            if any("similarity" in r for r in by_variant["base"]):
+                pair_measures(summary[suite], by_variant, "similarity", similarity.MEASURES)
             if "nats" not in by_variant["base"][0]:  # a loss is not on a score's scale
                 scores.setdefault(suite, {v: [outcome(r) for r in rows]
                                           for v, rows in by_variant.items()})
@@ -103,15 +105,19 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
     return out
 
 
-def pair_diversity(rows: dict, by_variant: dict[str, list[dict]]) -> None:
-    """Each diversity measure of sampled suites (stages/diversity.py), paired by probe like a
-    grade: its CI, score-test p and method beside the means compare() wrote. No verdict: no
-    budget says how much less varied a variant may be."""
-    for measure in diversity.MEASURES:
+def pair_measures(rows: dict, by_variant: dict[str, list[dict]], field: str,
+                  measures: tuple[str, ...]) -> None:
+    """Each measure a row carries under `field` (diversity of sampled suites,
+    stages/diversity.py; similarity to the reference code, stages/similarity.py), paired by
+    probe like a grade over the probes that have it: its CI, score-test p and method beside
+    the means compare() wrote. No verdict: no budget says how much less varied, or less like
+    the references, a variant may be."""
+    have = [i for i, r in enumerate(by_variant["base"]) if field in r]
+    for measure in measures:
         row = rows.setdefault(measure, {})
-        base = [r["diversity"][measure] for r in by_variant["base"]]
+        base = [by_variant["base"][i][field][measure] for i in have]
         for v in list(by_variant)[1:]:
-            stat = paired_graded(base, [r["diversity"][measure] for r in by_variant[v]])
+            stat = paired_graded(base, [by_variant[v][i][field][measure] for i in have])
             row.update({f"{v}_n": stat.n, f"{v}_ci95_low": round(stat.low, 4),
                         f"{v}_ci95_high": round(stat.high, 4), f"{v}_p": float(f"{stat.p:.4g}"),
                         f"{v}_ci_method": "tango-score-bounded"})

@@ -34,7 +34,7 @@ class LmEvalTaskConfig(Strict):
 HARNESS_SETTINGS = LmEvalTaskConfig(num_fewshot=None, limit=None, chat_template=False,
                                     max_gen_toks=None)
 
-# eval.batching: who batches transformers generation (stages.generate.batching says how each
+# eval.batching: who batches transformers generation (stages.generation.hf.batching says how each
 # is chosen and when one falls back).
 BATCHINGS = ("ours", "continuous", "auto")
 
@@ -47,7 +47,7 @@ class EvalRun(Strict):
     batch_size: PosInt
     backend: Literal["hf", "vllm"]
     """Who generates: transformers (batch_size prompts at a time), or vLLM on a CUDA GPU with
-    vllm installed (stages/vllm_backend.py); perplexity always scores with transformers."""
+    vllm installed (stages/generation/vllm.py); perplexity always scores with transformers."""
     batching: Literal[BATCHINGS]
     """How the hf backend batches generation: ours (a rolling batch over the KV cache: an
     ended row leaves at once and the next prompt takes its place), continuous (transformers'

@@ -11,6 +11,10 @@ outcome), then an aggregate; `stages/eval.py` runs any of them as one recipe and
         -> [row]                    probe: {"id", outcome, "detail", ...}
   aggregate(cfg, rows) -> dict      the suite's capability metrics (flat, numeric)
 
+A code suite may also have `reference(cfg, probe) -> str | None`, the probe's reference
+solution: its rows keep "codes" (the code run, one per sample) and then carry "similarity" (CodeBLEU and BLEU of the reply's code against it,
+stages/similarity.py), which eval averages and summary pairs.
+
 A suite that does not generate-then-judge (perplexity) has `score(cfg, model, tokenizer,
 probes) -> [row]` instead of prompt and judge. A row's outcome is `passed` (bool; or c/n
 when sampling), `score` (a grade in [0, 1]) or `nats` + `tokens` (summed loss over the
@@ -28,7 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from stages import diversity
+from stages import diversity, similarity
 from stages.config import EvalStage, StageError
 from stages.config.suites import names
 from stages.io import MissingInput, read_jsonl_lines
@@ -140,8 +144,16 @@ def judged_rows(cfg: EvalStage, suite: JudgedSuite, probes: list[dict],
         if len(rs) > 1:
             row["replies"] = rs
             row["diversity"] = diversity.per_probe(rs)
+        if (ref := getattr(suite, "reference", None)) and (solution := ref(cfg, probe)):
+            # the code the suite ran, one per sample (evalplus's is sanitized), None for none
+            row["similarity"] = similarity.per_probe(row["codes"], solution)
         row.setdefault("metric", suite.JUDGED)
     return rows
+
+
+def metrics(cfg: EvalStage, suite: ModuleType, rows: list[dict]) -> dict:
+    """The suite's aggregate plus the measures judged_rows attached (diversity, similarity)."""
+    return {**suite.aggregate(cfg, rows), **diversity.aggregate(rows), **similarity.aggregate(rows)}
 
 
 def all_replies(rows: list[dict]) -> list[str]:

@@ -52,6 +52,10 @@ def judge(cfg: EvalStage, probes: list[dict], replies: list[list[str]]) -> list[
     return rows
 
 
+def reference(cfg: EvalStage, probe: dict) -> str:
+    return probe["solution"]
+
+
 def aggregate(cfg: EvalStage, rows: list[dict]) -> dict:
     kinds = [None if s == "passed" else s for r in rows for s in r["statuses"]]
     return {**pass_metrics(cfg, [r["correct"] for r in rows]),

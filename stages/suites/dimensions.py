@@ -59,9 +59,17 @@ def judge(cfg: EvalStage, probes: list[dict], replies: list[list[str]]) -> list[
         else:
             status = outcomes[i].status if i in outcomes else "no_code"
             passed, detail = status == "passed", status
-        rows.append({"id": item["id"], "dimension": item["dimension"], "level": item["level"],
-                     "passed": passed, "detail": detail})
+        row = {"id": item["id"], "dimension": item["dimension"], "level": item["level"],
+               "passed": passed, "detail": detail}
+        if i in codes:
+            row["codes"] = [codes[i]]
+        rows.append(row)
     return rows
+
+
+def reference(cfg: EvalStage, probe: dict) -> str | None:
+    """The reference solution of generation and repair probes (the others write prose)."""
+    return probe["solution"] if probe["dimension"] in ("generation", "repair") else None
 
 
 def aggregate(cfg: EvalStage, rows: list[dict]) -> dict:

@@ -30,8 +30,20 @@ def probes(cfg: EvalStage, name: str) -> list[dict]:
     bench = benchmark(cfg, name)
     task_ids = list(bench.problems)  # the first eval.limit of them when it is set
     return unique_ids([{"id": t, "suite": name, "prompt": bench.problems[t]["prompt"],
-                        "entry_point": bench.problems[t]["entry_point"]} for t in task_ids],
+                        "entry_point": bench.problems[t]["entry_point"],
+                        "reference": canonical(name, bench.problems[t])} for t in task_ids],
                       f"{name} tasks")
+
+
+def canonical(name: str, problem: dict) -> str:
+    """The whole reference program: HumanEval's canonical solution is the body that
+    follows the prompt's signature and docstring; MBPP+'s is the program."""
+    solution = problem["canonical_solution"]
+    return problem["prompt"] + solution if name == "humaneval+" else solution
+
+
+def reference(cfg: EvalStage, probe: dict) -> str:
+    return probe["reference"]
 
 
 def prompt(cfg: EvalStage, probe: dict) -> str:

@@ -151,7 +151,7 @@ def judged_rows(cfg: EvalStage, suite: JudgedSuite, probes: list[dict],
     return rows
 
 
-def metrics(cfg: EvalStage, suite: ModuleType, rows: list[dict]) -> dict:
+def metrics(cfg: EvalStage, suite: JudgedSuite, rows: list[dict]) -> dict:
     """The suite's aggregate plus the measures judged_rows attached (diversity, similarity)."""
     return {**suite.aggregate(cfg, rows), **diversity.aggregate(rows), **similarity.aggregate(rows)}
 

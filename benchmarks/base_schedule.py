@@ -75,8 +75,8 @@ def check(steps: int, args) -> dict:
     from conftest import stage_cfg
     from stages import base, curate, sft
     from stages import eval as eval_stage
-    from stages.compose import compose
     from stages.config import BaseStage, CurateStage, EvalStage, SftStage
+    from stages.tools.compose import compose
 
     root = Path(tempfile.mkdtemp(prefix=f"base-schedule-{steps}-"))
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))

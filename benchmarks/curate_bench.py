@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import harness, record
-from stages.cleaning import Decontaminator, Deduplicator, text_of
+from stages.data.cleaning import Decontaminator, Deduplicator, text_of
 
 REPO = Path(__file__).resolve().parent.parent
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "ve", "zo")
@@ -96,8 +96,8 @@ def full_clean(rows: list[dict]) -> float:
 
     from stages.config import CurateStage, validate
     from stages.curate import Curator, eval_index
-    from stages.data import SourceSpec
-    from stages.modeling import load_tokenizer
+    from stages.data.formats import SourceSpec
+    from stages.models.modeling import load_tokenizer
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["paths"] = {**params["paths"], "sources": str(REPO / "data/sources")}

@@ -20,7 +20,7 @@ hold (a side branch's change merged after the record is not its ancestor either)
 those paths at `last` are as they were at the record's commit (a change reverted), and none
 of them may be in the record's `dirty`. For the metrics regions the paths are every dependency
 dvc.lock lists that git tracks (code, data, params.yaml), which is what
-`python -m stages.compose --check` verifies by hash. Both need git history: outside git or
+`python -m stages.tools.compose --check` verifies by hash. Both need git history: outside git or
 in a shallow clone (`git clone --depth 1`) this script says so and stops, and
 tests/test_figures.py skips with that reason.
 
@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import record, render  # record puts this checkout first on sys.path
-from stages.report import num, signed
+from stages.tools.report import num, signed
 
 REPO = record.REPO
 README = REPO / "README.md"
@@ -314,7 +314,7 @@ def coverage(repo: Path) -> Figures:
                      f"replaced read {render.number(lowest[family, old])}")
     text = ("the lowest simulated coverage of a nominal 95% CI is: " + "; ".join(parts)
             + f" (`benchmarks/paired_coverage.py`, {measured(rec['commit'], rec['date'])})")
-    return Figures(text, rec["commit"], ("stages/stats.py", "stages/forgetting.py",
+    return Figures(text, rec["commit"], ("stages/stats/paired.py", "stages/stats/forgetting.py",
                                          "tests/test_stats.py", "tests/test_forgetting.py",
                                          "benchmarks/paired_coverage.py"),
                    tuple(rec.get("dirty") or ()), render.BENCHMARKS["paired_coverage"])

@@ -157,7 +157,7 @@ def main() -> None:
 
     from stages.generation.common import GenerationCost, chat_prompts, greedy
     from stages.generation.hf import generate
-    from stages.modeling import load_base_model, load_tokenizer
+    from stages.models.modeling import load_base_model, load_tokenizer
 
     tasks = [json.loads(line) for line in args.dataset_path.read_text().splitlines()][: args.tasks]
     tokenizer = load_tokenizer(args.model)

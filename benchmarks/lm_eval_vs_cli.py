@@ -97,7 +97,7 @@ def config(name: str, args):
 
 
 def run_ours(cfg, name: str, variant: str) -> tuple[list[dict], float]:
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
     from stages.suites import lm_eval_tasks
 
     start = time.perf_counter()

@@ -5,7 +5,7 @@
 Trains the tiny base (params.yaml's architecture and corpus, --steps optimizer steps, warmup
 scaled) in a fresh subprocess per setting, each in its own temporary directory, and prints
 the sha256 of model.safetensors and the pretraining wall time (base.json's train_s). The
-settings: the pinned numerics of stages/numerics.py (twice: repeatability), then one thing
+settings: the pinned numerics of stages/core/numerics.py (twice: repeatability), then one thing
 varied at a time: torch's kernels at another instruction set (ATEN_CPU_CAPABILITY=default:
 no vectorisation; =avx512: only where the CPU has it, else torch stays at what it has, and
 the record says which it ran), 1 intra-op thread instead of 2, every pin removed (torch's,
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, os, sys
 import stages
-from stages import numerics
+from stages.core import numerics
 setting = json.loads(sys.argv[1])
 for key in setting.get("unset", []):
     os.environ.pop(key, None)
@@ -78,7 +78,7 @@ def train(setting: dict, steps: int, work: Path) -> dict:
         raise SystemExit(f"setting {setting} failed:\n{done.stderr[-3000:]}")
     numerics = json.loads(next(line for line in done.stdout.splitlines()
                                if line.startswith("NUMERICS "))[len("NUMERICS "):])
-    from stages.io import sha256_file
+    from stages.core.io import sha256_file
 
     metrics = json.loads((work / "metrics" / "base.json").read_text())["base"]
     return {"sha256": sha256_file(work / "models" / "base" / "model.safetensors"),
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
 
-    from stages.numerics import has_avx2
+    from stages.core.numerics import has_avx2
 
     avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
     skipped = {} if avx512 else {"ATEN_CPU_CAPABILITY=avx512": "this CPU lacks AVX-512: "

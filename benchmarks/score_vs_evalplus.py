@@ -153,9 +153,9 @@ def main() -> None:
 
 def run_ours(args, samples: Path, out: Path) -> tuple[float, dict]:
     out.mkdir()
-    # stages.score is now `stages.judge --samples`; the records keep the side's old name
+    # stages.score is now `stages.tools.judge --samples`; the records keep the side's old name
     _, seconds = harness.timed(
-        subprocess.run, [sys.executable, "-m", "stages.judge", "--suite", args.dataset,
+        subprocess.run, [sys.executable, "-m", "stages.tools.judge", "--suite", args.dataset,
                          "--dataset-path", str(args.dataset_path), "--samples", str(samples),
                          "--out", str(out / "ours.json")], check=True, stderr=subprocess.DEVNULL)
     tasks = json.loads((out / "ours.json").read_text())["tasks"]

@@ -408,7 +408,7 @@ def packed_logit_difference(params: dict) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from stages.training import packing_attention
+    from stages.models.training import packing_attention
 
     model = AutoModelForCausalLM.from_pretrained(Path(params["paths"]["models"]) / "base",
                                                  attn_implementation=packing_attention()).eval()
@@ -435,7 +435,7 @@ def packed_loss(params: dict, rows: int = 8) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from stages.training import packing_attention
+    from stages.models.training import packing_attention
 
     where = Path(params["paths"]["models"]) / "base"
     tokenizer = AutoTokenizer.from_pretrained(where)
@@ -466,7 +466,7 @@ def bench_shapes(args) -> dict:
     import yaml
 
     from stages.config import ArchConfig
-    from stages.modeling import qwen2_config
+    from stages.models.modeling import qwen2_config
 
     cuda = torch.cuda.is_available()
     dtype_name = args.dtype if args.dtype != "auto" else ("bfloat16" if cuda else "float32")
@@ -573,7 +573,7 @@ def build_lora_model(config, dtype, dev, qlora: bool):
 def quantize_decoder(model, compute_dtype) -> None:
     """Swap every nn.Linear of the decoder layers for a bitsandbytes NF4 Linear4bit holding the
     same (random) weights, double-quantized and computing in `compute_dtype`: the layout
-    stages.modeling.four_bit_config gives a pretrained model. Random weights have nothing to
+    stages.models.modeling.four_bit_config gives a pretrained model. Random weights have nothing to
     load, so the swap is done here, layer by layer, instead of through from_pretrained."""
     import bitsandbytes as bnb
     import torch

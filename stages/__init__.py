@@ -2,9 +2,9 @@
 
 import logging
 
-from stages.numerics import pin_environment
+from stages.core.numerics import pin_environment
 
-# before any stage imports torch (stages/numerics.py says why)
+# before any stage imports torch (stages/core/numerics.py says why)
 pin_environment()
 
 

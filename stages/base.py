@@ -3,7 +3,7 @@
 Reads   params seed, system_prompt, model, paths; data/sources/ (model=tiny only)
 Writes  models/base/ (weights for tiny; tokenizer, config and base.json for every model),
         metrics/base.json (the same figures, the wall time, and the run's versions and
-        machine: stages.runinfo)
+        machine: stages.core.runinfo)
 Run     dvc repro base   (or: python -m stages.base)
 
 model=tiny builds a ~3M-parameter Qwen2 model and its own byte-level BPE tokenizer and trains
@@ -25,14 +25,7 @@ import torch
 from tqdm import tqdm
 
 from stages.config import BaseStage, ModelConfig, load, run_stage
-from stages.data import (
-    dimension_prompt,
-    dimension_reference,
-    knowledge_answer,
-    load_chat_rows,
-    parse_spec,
-)
-from stages.io import (
+from stages.core.io import (
     DataError,
     atomic_dir,
     read_jsonl,
@@ -40,8 +33,17 @@ from stages.io import (
     sha256_file,
     write_json,
 )
+from stages.core.numerics import pin_torch
+from stages.core.runinfo import run_info
+from stages.data.formats import (
+    dimension_prompt,
+    dimension_reference,
+    knowledge_answer,
+    load_chat_rows,
+    parse_spec,
+)
 from stages.local_copy import local_copy_sha256
-from stages.modeling import (
+from stages.models.modeling import (
     BASE_JSON,
     count_parameters,
     hub_error,
@@ -49,8 +51,6 @@ from stages.modeling import (
     qwen2_config,
     train_tokenizer,
 )
-from stages.numerics import pin_torch
-from stages.runinfo import run_info
 
 
 def main(cfg: BaseStage | None = None) -> None:
@@ -144,7 +144,7 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int) -> list[
 def pretrain(model, sequences: list[list[int]], train, seed: int) -> list[float]:
     """Next-token training on every token of every conversation, AdamW with linear warmup then
     cosine decay. Deterministic under `seed`: the same weights on any x86-64 CPU with AVX2
-    under the pinned numerics (stages/numerics.py), a step's sequences in canonical_order.
+    under the pinned numerics (stages/core/numerics.py), a step's sequences in canonical_order.
 
     A step's conversations are fed as one row, end to end, with positions restarting at each
     and no target across a boundary. Without a KV cache transformers masks attention by the

@@ -31,7 +31,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.cleaning import (
+from stages.config import CurateStage, load, run_stage
+from stages.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from stages.core.runinfo import run_info
+from stages.data.cleaning import (
     Decontaminator,
     Deduplicator,
     SecretScanner,
@@ -41,8 +44,8 @@ from stages.cleaning import (
     template_problem,
     text_of,
 )
-from stages.config import CurateStage, load, run_stage
-from stages.data import (
+from stages.data.defects import candidates, renamed_identifiers
+from stages.data.formats import (
     DataError,
     code_answer,
     fill_identity,
@@ -59,10 +62,7 @@ from stages.data import (
     to_preference,
     with_system,
 )
-from stages.defects import candidates, renamed_identifiers
-from stages.io import atomic_dir, read_jsonl, write_json, write_jsonl
-from stages.modeling import load_tokenizer
-from stages.runinfo import run_info
+from stages.models.modeling import load_tokenizer
 from stages.sandbox.execute import run_many
 
 PROBES = ("code.jsonl", "identity.jsonl", "knowledge.jsonl", "dimensions.jsonl")

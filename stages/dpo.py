@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from stages.config import CPO_LOSSES, DPO_LOSSES, DpoConfig, DpoStage, load, run_stage
-from stages.io import DataError, atomic_dir, read_jsonl, write_json
-from stages.modeling import load_base_model, load_tokenizer, read_base_json
-from stages.numerics import pin_torch
-from stages.runinfo import run_info
-from stages.training import (
+from stages.core.io import DataError, atomic_dir, read_jsonl, write_json
+from stages.core.numerics import pin_torch
+from stages.core.runinfo import run_info
+from stages.models.modeling import load_base_model, load_tokenizer, read_base_json
+from stages.models.training import (
     Meter,
     adapter_provenance,
     checkpoint_dir,

@@ -10,8 +10,8 @@ this file, so installing another torch, transformers, trl, peft, datasets, lm_ev
 evalplus reruns them, and a version change nothing computes with (ruff, pytest, a new lock
 for the dev tools) reruns nothing. The versions come from what is installed, not from
 requirements.lock: an environment installed around the lock still reruns what it must.
-The CPU, GPU and commit are recorded next to each stage's figures (stages.runinfo) but do
-not rerun anything: with the numerics pinned (stages/numerics.py) another machine computes
+The CPU, GPU and commit are recorded next to each stage's figures (stages.core.runinfo) but do
+not rerun anything: with the numerics pinned (stages/core/numerics.py) another machine computes
 the same weights, and `dvc pull` gets them without recomputing.
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.config import EnvironmentStage, load, run_stage
-from stages.io import write_json
-from stages.runinfo import library_versions
+from stages.core.io import write_json
+from stages.core.runinfo import library_versions
 
 
 def main(cfg: EnvironmentStage | None = None) -> dict:

@@ -24,12 +24,12 @@ from types import ModuleType
 
 from stages import suites
 from stages.config import VARIANTS, EvalStage, StageError, load, run_stage
+from stages.core.io import write_json, write_jsonl
+from stages.core.numerics import pin_torch
+from stages.core.runinfo import run_info
 from stages.generation.choose import load_backend
 from stages.generation.common import Backend, Decoding, GenerationCost, decoding
-from stages.io import write_json, write_jsonl
-from stages.modeling import load_tokenizer, load_variant
-from stages.numerics import pin_torch
-from stages.runinfo import run_info
+from stages.models.modeling import load_tokenizer, load_variant
 
 
 def main(variant: str, suite_name: str, cfg: EvalStage | None = None) -> dict:

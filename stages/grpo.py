@@ -11,7 +11,7 @@ Run     dvc exp run -S rl=grpo   (conf/rl/grpo.yaml; the default rl=none has no 
 Prompts: code tasks of the curated TRAINING split (curate writes the rows that carry tests to
 code_tasks.jsonl; the eval probes never reach it: curate decontaminates against them) and
 the training identity questions (sft.jsonl rows whose reply the identity judge accepts),
-rl.grpo.identity_share of them. Rewards (stages/rewards.py): `code` runs the reply's code in
+rl.grpo.identity_share of them. Rewards (stages/suites/rewards.py): `code` runs the reply's code in
 the sandbox against the task's visible tests, `identity` is the identity suite's judge,
 `format` a fenced block that parses, summed with the weights of rl.grpo.rewards.
 
@@ -32,23 +32,11 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError, GrpoConfig, GrpoStage, StageError, load, run_stage
-from stages.io import atomic_dir, read_jsonl, write_json
-from stages.modeling import load_base_model, load_tokenizer
-from stages.numerics import pin_torch
-from stages.rewards import (
-    CODE,
-    IDENTITY,
-    code_rewards,
-    format_rewards,
-    hidden_rejects,
-    hidden_tests,
-    identity_rewards,
-    reply_text,
-)
-from stages.runinfo import run_info
-from stages.sandbox.execute import require_sandbox
-from stages.suites.identity import identity_ok
-from stages.training import (
+from stages.core.io import atomic_dir, read_jsonl, write_json
+from stages.core.numerics import pin_torch
+from stages.core.runinfo import run_info
+from stages.models.modeling import load_base_model, load_tokenizer
+from stages.models.training import (
     Meter,
     adapter_provenance,
     checkpoint_dir,
@@ -58,6 +46,18 @@ from stages.training import (
     precision_flags,
     remove_checkpoints,
     write_plots,
+)
+from stages.sandbox.execute import require_sandbox
+from stages.suites.identity import identity_ok
+from stages.suites.rewards import (
+    CODE,
+    IDENTITY,
+    code_rewards,
+    format_rewards,
+    hidden_rejects,
+    hidden_tests,
+    identity_rewards,
+    reply_text,
 )
 
 PLOTTED = {

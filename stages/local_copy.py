@@ -10,7 +10,7 @@ A local copy of a hub model lives outside the repository and is too big for DVC 
 no DVC dependency can track it (a `${model.local_dir}` dep even stops dvc when the param is
 null). This stage runs every time and writes the hash; base depends on that file, which
 changes exactly when the copy's content does, so base and everything after it rerun then
-and only then. `python -m stages.compose --check` leaves always-changed stages out of its
+and only then. `python -m stages.tools.compose --check` leaves always-changed stages out of its
 stale-lock check.
 """
 
@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 
 from stages.config import LocalCopyStage, load, run_stage
-from stages.io import MissingInput, sha256_file, write_json
+from stages.core.io import MissingInput, sha256_file, write_json
 
 
 def main(cfg: LocalCopyStage | None = None) -> dict:

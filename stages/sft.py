@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError, LoraParams, SftPhase, SftStage, load, run_stage
-from stages.data import DataError, identity_system_prompt
-from stages.io import MissingInput, atomic_dir, read_jsonl, write_json
-from stages.modeling import (
+from stages.core.io import MissingInput, atomic_dir, read_jsonl, write_json
+from stages.core.numerics import pin_torch
+from stages.core.runinfo import run_info
+from stages.data.formats import DataError, identity_system_prompt
+from stages.models.modeling import (
     count_parameters,
     load_base_model,
     load_tokenizer,
@@ -37,9 +39,7 @@ from stages.modeling import (
     require_cuda_for_4bit,
     require_training_template,
 )
-from stages.numerics import pin_torch
-from stages.runinfo import run_info
-from stages.training import (
+from stages.models.training import (
     SFT_MEMORY_KNOBS,
     LoraGradNorms,
     Meter,

@@ -2,7 +2,7 @@
 
 Reads   params seed, variants (base, sft, dpo, and grpo with -S rl=grpo), eval.suites, eval.budget, eval.bootstrap_resamples, paths;
         metrics/eval/<variant>/<suite>.json and metrics/tasks/<variant>/<suite>.jsonl;
-        data/reviews/<suite>-<a>-vs-<b>.jsonl (blind A/B judgments, stages/review.py; may be none)
+        data/reviews/<suite>-<a>-vs-<b>.jsonl (blind A/B judgments, stages/tools/review.py; may be none)
 Writes  metrics/summary.json (capability only: no timings), metrics/capability/<variant>.json
         (each judged score of one variant, for `dvc plots show` / `dvc plots diff` as
         horizontal bars)
@@ -12,11 +12,11 @@ For every suite metric: each variant's value and its delta against base. For eac
 metric (the rows' `metric`), the probes are paired with base by id and judged the same way
 whatever the suite: pass/fail outcomes get Tango's score CI and McNemar score p, grades the
 same score interval on fractional discordant pairs, losses a token-weighted paired BCa
-bootstrap (stages/stats.py); then a verdict
+bootstrap (stages/stats/paired.py); then a verdict
 against eval.budget: over-budget, inconclusive, improved, regressed or within-noise.
 Each review file gives summary["review"][suite]["<a>_vs_<b>"]: b's win rate over a among
 non-ties with its Clopper-Pearson CI, the sign-test p, and Cohen's kappa against the suite's
-automatic judge (stages/reviews.py).
+automatic judge (stages/stats/reviews.py).
 
     {"code": {"pass@1": {"base": 0.9, "sft": 0.85, "sft_delta": -0.05, "sft_n": 20,
                          "sft_ci95_low": -0.15, "sft_ci95_high": 0.0,
@@ -31,12 +31,19 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from stages import diversity, similarity
 from stages.config import VARIANTS, Suite, SummaryStage, load, run_stage
-from stages.forgetting import retention
-from stages.io import DataError, MissingInput, read_jsonl, write_json
-from stages.reviews import REVIEWS_DIR, review_summary
-from stages.stats import Paired, paired_graded, paired_pass, paired_weighted, probes_needed, verdict
+from stages.core.io import DataError, MissingInput, read_jsonl, write_json
+from stages.stats import diversity, similarity
+from stages.stats.forgetting import retention
+from stages.stats.paired import (
+    Paired,
+    paired_graded,
+    paired_pass,
+    paired_weighted,
+    probes_needed,
+    verdict,
+)
+from stages.stats.reviews import REVIEWS_DIR, review_summary
 
 NOT_COMPARED = {"passed", "tasks"}
 ERROR_TYPE_SHARE = "fail_runtime_error:"
@@ -87,7 +94,7 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
     """What the fine-tune taught and what it cost, one row each. learned: eval.target's
     judged metric, as its suite's row has it; forgot: the forgetting score, the mean paired
     change over the eval.retention suites that ran, each suite weighing the same, with the
-    bounded score interval of every graded suite (stages/forgetting.py)."""
+    bounded score interval of every graded suite (stages/stats/forgetting.py)."""
     out = {}
     target = summary.get(cfg.eval.target, {})
     metric = next((m for m, row in target.items() if judged(row)), None)
@@ -108,7 +115,7 @@ def learned_forgot(cfg: SummaryStage, summary: dict, scores: dict) -> dict:
 def pair_measures(rows: dict, by_variant: dict[str, list[dict]], field: str,
                   measures: tuple[str, ...]) -> None:
     """Each measure a row carries under `field` (diversity of sampled suites,
-    stages/diversity.py; similarity to the reference code, stages/similarity.py), paired by
+    stages/stats/diversity.py; similarity to the reference code, stages/stats/similarity.py), paired by
     probe like a grade over the probes that have it: its CI, score-test p and method beside
     the means compare() wrote. No verdict: no budget says how much less varied, or less like
     the references, a variant may be."""

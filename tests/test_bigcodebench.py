@@ -13,7 +13,7 @@ from test_sandbox import canary, hostile_samples, listener  # noqa: F401 (fixtur
 
 from conftest import SHARED_DATASETS, stage_cfg, tiny_params
 from stages.config import EvalStage
-from stages.io import DataError
+from stages.core.io import DataError
 from stages.sandbox.execute import sandbox_problem
 from stages.suites import bigcodebench as bcb
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from stages.config import StageError, run_stage
-from stages.data import _read_file
-from stages.io import DataError, MissingInput, UserError
-from stages.judge import read_samples
-from stages.report import Revision, read_tasks
+from stages.core.io import DataError, MissingInput, UserError
+from stages.data.formats import _read_file
 from stages.sandbox.execute import SandboxUnavailable
 from stages.suites.evalplus_harness import Benchmark
+from stages.tools.judge import read_samples
+from stages.tools.report import Revision, read_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import SHARED_DATASETS, read_json, stage_cfg
 from stages import curate
 from stages.config import CurateStage
-from stages.data import DataError
-from stages.io import read_jsonl
+from stages.core.io import read_jsonl
+from stages.data.formats import DataError
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\n-----END RSA PRIVATE KEY-----"

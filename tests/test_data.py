@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from stages.config import IdentityConfig
-from stages.data import fill_identity, load_chat_rows, parse_spec, sample, to_messages
+from stages.data.formats import fill_identity, load_chat_rows, parse_spec, sample, to_messages
 
 IDENTITY = IdentityConfig(name={"en": "Swift-Robot", "zh": "雨燕机器人"}, author="Nebula Lab")
 
@@ -91,7 +91,7 @@ def test_json_lines_split_on_newlines_only(tmp_path):
     """A JSON string may hold U+2028 or U+0085 unescaped; str.splitlines would cut the row."""
     import json
 
-    from stages.io import read_jsonl
+    from stages.core.io import read_jsonl
 
     rows = [{"text": "a\u2028b"}, {"text": "c\u0085d\x1ce"}]
     path = tmp_path / "rows.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import random
 
-from stages.defects import (
+from stages.data.defects import (
     candidates,
     dropped_exception_handling,
     first_expected_value,

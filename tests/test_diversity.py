@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stages.diversity import aggregate, distinct_n, per_probe, self_similarity, words
+from stages.stats.diversity import aggregate, distinct_n, per_probe, self_similarity, words
 
 
 def test_measures_by_hand():

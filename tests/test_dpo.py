@@ -10,9 +10,9 @@ import yaml
 
 from conftest import REPO, adapter, read_json, stage_cfg, write_prefs
 from stages import dpo
-from stages.compose import compose
 from stages.config import ConfigError, DpoStage
-from stages.training import precision_flags
+from stages.models.training import precision_flags
+from stages.tools.compose import compose
 
 OPTIONS = sorted(p.stem for p in (REPO / "conf" / "dpo").glob("*.yaml"))
 

@@ -1,4 +1,4 @@
-"""HumanEval+-format scoring on a three-task file written here: `stages.judge --samples` and
+"""HumanEval+-format scoring on a three-task file written here: `stages.tools.judge --samples` and
 the humaneval+ eval suite, with evalplus's data layer and rules and our sandbox."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def write_samples(path, rows):
 
 
 def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
-    from stages import judge
+    from stages.tools import judge
 
     samples = write_samples(tmp_path / "samples.jsonl", [
         {"task_id": "HumanEval/0", "solution": TASKS[0]["prompt"] + TASKS[0]["canonical_solution"]},
@@ -65,7 +65,7 @@ def test_score_gives_base_and_plus_verdicts(humaneval_file, tmp_path):
 
 
 def test_plus_tests_catch_what_base_tests_miss(humaneval_file, tmp_path):
-    from stages import judge
+    from stages.tools import judge
 
     # Right on every base input, wrong on the plus input -5 + 5.
     samples = write_samples(tmp_path / "s.jsonl", [
@@ -101,8 +101,8 @@ def test_a_failing_sample_says_why_and_keeps_evalplus_verdicts(humaneval_file, t
                                                                 monkeypatch):
     from evalplus.evaluate import check_correctness
 
-    from stages import judge
     from stages.suites.evalplus_harness import load_benchmark
+    from stages.tools import judge
 
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "solution": code}
                                                    for code, *_ in FAILURES])
@@ -124,7 +124,7 @@ def test_a_failing_sample_says_why_and_keeps_evalplus_verdicts(humaneval_file, t
 
 
 def test_bad_samples_name_the_line(humaneval_file, tmp_path):
-    from stages import judge
+    from stages.tools import judge
 
     samples = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/99", "solution": "x"}])
     with pytest.raises(ValueError, match=r"s\.jsonl:1: task_id 'HumanEval/99' is not in"):

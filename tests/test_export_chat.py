@@ -20,10 +20,10 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from stages import export
     from stages.generation.common import greedy
     from stages.generation.hf import generate
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
+    from stages.tools import export
 
     root, params = pipeline
     cfg = stage_cfg(export.ExportStage, params)
@@ -43,10 +43,10 @@ def test_export_round_trip_gives_the_same_greedy_tokens(pipeline, tmp_path):
 
 
 def test_one_shot_chat_answers_like_eval(pipeline, capsys):
-    from stages import chat
     from stages.generation.common import greedy
     from stages.generation.hf import generate
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
+    from stages.tools import chat
 
     root, params = pipeline
     cfg = stage_cfg(chat.ChatStage, params)
@@ -63,7 +63,7 @@ def test_one_shot_chat_answers_like_eval(pipeline, capsys):
 def test_interactive_chat_keeps_the_conversation(pipeline, monkeypatch, capsys):
     import io
 
-    from stages import chat
+    from stages.tools import chat
 
     _, params = pipeline
     monkeypatch.setattr("sys.stdin", io.StringIO("Who are you?\n/reset\nHello\n\n"))
@@ -72,7 +72,7 @@ def test_interactive_chat_keeps_the_conversation(pipeline, monkeypatch, capsys):
 
 
 def test_export_refuses_an_unknown_variant(pipeline, tmp_path):
-    from stages import export
+    from stages.tools import export
 
     with pytest.raises(SystemExit):
         export.main(["--variant", "base", "--out", str(tmp_path / "x")],

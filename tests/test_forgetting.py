@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.forgetting import CI_METHOD, retention, retention_delta
-from stages.stats import paired_bounded, paired_pass
+from stages.stats.forgetting import CI_METHOD, retention, retention_delta
+from stages.stats.paired import paired_bounded, paired_pass
 
 
 def test_every_suite_weighs_the_same_whatever_its_size():

@@ -15,9 +15,9 @@ import pytest
 from conftest import SHARED_DATASETS, read_json, stage_cfg
 from stages import curate, dpo
 from stages.config import CurateStage, DpoStage
-from stages.data import DataError
-from stages.io import read_jsonl
-from stages.modeling import load_tokenizer
+from stages.core.io import read_jsonl
+from stages.data.formats import DataError
+from stages.models.modeling import load_tokenizer
 
 WEATHER = {"name": "get_weather", "description": "Current weather of a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -52,7 +52,7 @@ def curated(tmp_path) -> list[dict]:
 
 def rendered(tokenizer, row: dict) -> tuple[str, str]:
     """(the whole rendered row, the part the loss covers) with the training template."""
-    from stages.cleaning import training_template
+    from stages.data.cleaning import training_template
 
     out = tokenizer.apply_chat_template(
         row["messages"], tools=row.get("tools"), chat_template=training_template(tokenizer),
@@ -135,7 +135,7 @@ def test_sft_labels_cover_the_calls_and_not_the_tool_responses(pipeline, tmp_pat
     from trl import SFTTrainer
 
     from stages.config import SftStage
-    from stages.modeling import load_base_model
+    from stages.models.modeling import load_base_model
     from stages.sft import chat_dataset, lora_config, training_args
 
     run(pipeline, tmp_path, sources=[write(tmp_path / "tools.jsonl", sharegpt_tool_rows())])

@@ -31,7 +31,7 @@ def tiny(pipeline):
 
     from stages.config import EvalStage
     from stages.generation.common import chat_prompts
-    from stages.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     root, params = pipeline
     cfg = stage_cfg(EvalStage, params)

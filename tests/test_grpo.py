@@ -1,4 +1,4 @@
-"""The GRPO stage (stages/grpo.py) and its rewards (stages/rewards.py): bad settings stop it
+"""The GRPO stage (stages/grpo.py) and its rewards (stages/suites/rewards.py): bad settings stop it
 naming the key, the default pipeline has no grpo stage, a forging reply earns no code reward,
 the hidden check catches a reply fitted to the visible tests, and a tiny run trains."""
 
@@ -67,7 +67,7 @@ def test_variants_must_follow_the_rl_group():
 
 
 def test_every_rl_choice_composes_and_the_default_has_no_grpo_stage():
-    from stages.compose import compose
+    from stages.tools.compose import compose
 
     for choice in ("none", "grpo"):
         params = yaml.safe_load(compose([f"rl={choice}"]))
@@ -83,7 +83,7 @@ def test_every_rl_choice_composes_and_the_default_has_no_grpo_stage():
 
 
 def test_edge_inputs_mutate_one_argument_of_each_test_call():
-    from stages.rewards import edge_inputs, test_calls
+    from stages.suites.rewards import edge_inputs, test_calls
 
     calls = test_calls(IS_EVEN["tests"], "is_even")
     assert calls == [[4], [7], [0]]
@@ -93,7 +93,7 @@ def test_edge_inputs_mutate_one_argument_of_each_test_call():
 
 @needs_sandbox
 def test_a_forging_reply_earns_no_code_reward_and_the_reference_earns_it():
-    from stages.rewards import code_rewards, format_rewards, hidden_rejects, hidden_tests
+    from stages.suites.rewards import code_rewards, format_rewards, hidden_rejects, hidden_tests
 
     task = {**IS_EVEN, "hidden": hidden_tests(IS_EVEN, 4, 5.0, sandbox=True)}
     names = list(forged("is_even", at_import=True))
@@ -109,7 +109,7 @@ def test_a_forging_reply_earns_no_code_reward_and_the_reference_earns_it():
 
 @needs_sandbox
 def test_the_hidden_check_rejects_a_reply_fitted_to_the_visible_tests():
-    from stages.rewards import code_rewards, hidden_rejects, hidden_tests
+    from stages.suites.rewards import code_rewards, hidden_rejects, hidden_tests
 
     hidden = hidden_tests(IS_EVEN, 4, 5.0, sandbox=True)
     # the reference's own answers on the edge inputs: -4 even, -7 odd, 5 odd, 8 even
@@ -122,7 +122,7 @@ def test_the_hidden_check_rejects_a_reply_fitted_to_the_visible_tests():
 
 
 def test_identity_reward_is_the_identity_judge():
-    from stages.rewards import identity_rewards
+    from stages.suites.rewards import identity_rewards
 
     cfg = stage_cfg(GrpoStage, with_grpo(yaml.safe_load((REPO / "params.yaml").read_text())))
     replies = ["I am Swift-Robot, made by Nebula Lab.", "I am ChatGPT, made by OpenAI.", "x"]

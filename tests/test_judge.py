@@ -1,4 +1,4 @@
-"""stages.judge: replies from anywhere, scored by the eval suites' own judges. It must agree
+"""stages.tools.judge: replies from anywhere, scored by the eval suites' own judges. It must agree
 with the eval stage probe by probe, pass plain correct replies and fail gamed ones."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from test_evalplus import TASKS as HUMANEVAL
 
 from conftest import REPO, read_json, repo_params, stage_cfg, workspace
 from stages.config import StageError
-from stages.io import read_jsonl
+from stages.core.io import read_jsonl
 from stages.sandbox.execute import sandbox_problem
 
 needs_sandbox = pytest.mark.skipif(sandbox_problem() is not None,
@@ -21,8 +21,8 @@ PROBES = REPO / "data" / "sources" / "probes"
 
 
 def judge(tmp_path, monkeypatch, params: dict, suite: str, replies: list[dict]) -> dict:
-    """Run `python -m stages.judge` in tmp_path with `params` as its params.yaml."""
-    from stages import judge as judge_stage
+    """Run `python -m stages.tools.judge` in tmp_path with `params` as its params.yaml."""
+    from stages.tools import judge as judge_stage
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     path = tmp_path / f"{suite}.replies.jsonl"
@@ -63,7 +63,7 @@ def test_judge_reproduces_the_eval_stages_verdicts(pipeline, tmp_path, monkeypat
 
 def reference_replies() -> dict[str, list[dict]]:
     """The ideal reply to every built-in probe, identity filled in as params.yaml says."""
-    from stages.data import code_answer, dimension_reference, knowledge_answer
+    from stages.data.formats import code_answer, dimension_reference, knowledge_answer
 
     identity = repo_params()["identity"]
     fill = {lang: (identity["name"][lang], identity["author"][lang]) for lang in ("en", "zh")}
@@ -114,7 +114,7 @@ def test_gamed_replies_fail(tmp_path, monkeypatch, suite, metric):
 
 def negated(suite: str) -> list[dict]:
     """Every built-in probe's correct answer, denied: each must fail."""
-    from stages.data import knowledge_answer
+    from stages.data.formats import knowledge_answer
 
     identity = repo_params()["identity"]
     out = []
@@ -224,7 +224,7 @@ def test_judge_reproduces_the_humaneval_plus_verdicts(pipeline, tmp_path, monkey
      "not allowed with argument"),
 ])
 def test_judge_options_of_the_samples_path_need_samples(argv, message, capsys):
-    from stages import judge as judge_stage
+    from stages.tools import judge as judge_stage
 
     with pytest.raises(SystemExit):
         judge_stage.main(argv)
@@ -232,8 +232,8 @@ def test_judge_options_of_the_samples_path_need_samples(argv, message, capsys):
 
 
 def test_judge_samples_take_an_evalplus_suite(tmp_path):
-    from stages import judge as judge_stage
     from stages.config import StageError
+    from stages.tools import judge as judge_stage
 
     with pytest.raises(StageError, match=r"--suite must be one of \['humaneval\+', 'mbpp\+'\]"):
         judge_stage.main(["--suite", "knowledge", "--samples", str(tmp_path / "s.jsonl")])

@@ -18,8 +18,8 @@ from conftest import REPO, SHARED_DATASETS, repo_params, stage_cfg
 from stages import suites
 from stages.config import Config, ConfigError, EvalStage, validate
 from stages.config.suites import names
-from stages.io import DataError, read_jsonl
-from stages.modeling import load_tokenizer, load_variant
+from stages.core.io import DataError, read_jsonl
+from stages.models.modeling import load_tokenizer, load_variant
 from stages.suites import lm_eval_tasks as lt
 
 BENCH = SHARED_DATASETS / "benchmarks"
@@ -303,7 +303,7 @@ def test_shared_copies_give_the_published_counts_and_hashes(pipeline, tmp_path):
 
 
 def test_the_forgetting_score_averages_the_retention_suites_paired_by_id(scored):
-    from stages.forgetting import retention
+    from stages.stats.forgetting import retention
 
     outcomes = {}
     for name in lt.NAMES:

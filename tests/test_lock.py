@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from conftest import REPO
-from stages.runinfo import LIBRARIES
+from stages.core.runinfo import LIBRARIES
 
 LOCK = REPO / "requirements.lock"
 

@@ -55,7 +55,7 @@ def test_our_scorer_agrees_with_evalplus_on_canonical_solutions(tmp_path):
     samples = tmp_path / "samples.jsonl"
     score_vs_evalplus.canonical_samples(subset, samples)
     args = argparse.Namespace(dataset="humaneval+", dataset_path=subset)
-    # run_ours is the one call of our scorer (`stages.judge --samples`).
+    # run_ours is the one call of our scorer (`stages.tools.judge --samples`).
     _, ours = score_vs_evalplus.run_ours(args, samples, tmp_path / "ours")
     _, theirs = score_vs_evalplus.run_evalplus(args, samples, tmp_path / "evalplus", None)
     assert len(ours) == 8

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import read_json, stage_cfg
 from stages.config import BaseStage, EvalStage, SummaryStage
-from stages.io import read_jsonl
+from stages.core.io import read_jsonl
 from stages.sandbox.execute import run_tests
 from stages.suites.code import FAILURE_KINDS
 
@@ -99,7 +99,7 @@ def test_curate_fills_identity_and_builds_verified_pairs(pipeline):
 def test_sft_changes_lora_weights_and_leaves_base_weights_alone(pipeline):
     from peft import PeftModel
 
-    from stages.modeling import load_base_model
+    from stages.models.modeling import load_base_model
 
     root, _ = pipeline
     adapter = load_file(root / "models" / "sft" / "adapter_model.safetensors")
@@ -140,7 +140,7 @@ def test_sft_trains_on_assistant_tokens_only(pipeline):
     from trl import SFTTrainer
 
     from stages.config import SftStage
-    from stages.modeling import load_base_model, load_tokenizer
+    from stages.models.modeling import load_base_model, load_tokenizer
     from stages.sft import lora_config, training_args
 
     root, params = pipeline
@@ -238,7 +238,7 @@ def test_sampling_gives_pass_at_k_per_task(pipeline):
     assert metrics["pass@1"] == pytest.approx(sum(t["correct"] / 3 for t in tasks) / 3, abs=1e-4)
     assert metrics["pass@3"] == pytest.approx(sum(t["correct"] > 0 for t in tasks) / 3, abs=1e-4)
     assert all(t["passed"] == round(t["correct"] / 3, 4) for t in tasks)
-    # diversity of the 3 samples per task (stages/diversity.py), and its mean in the metrics
+    # diversity of the 3 samples per task (stages/stats/diversity.py), and its mean in the metrics
     assert all(set(t["diversity"]) == {"distinct_2", "self_similarity"} for t in tasks)
     assert all(0 <= v <= 1 for t in tasks for v in t["diversity"].values())
     assert metrics["self_similarity"] == pytest.approx(

@@ -22,7 +22,7 @@ from stages.config import (
     SftStage,
     SummaryStage,
 )
-from stages.io import read_jsonl
+from stages.core.io import read_jsonl
 
 # llama.cpp's Qwen2 tokenizer test vectors (models/ggml-vocab-qwen2.gguf.inp/.out, made with
 # the Hugging Face tokenizer of Qwen/Qwen1.5-7B, whose ranks Qwen2.5 and Qwen3 share).
@@ -166,8 +166,8 @@ def sft_trainer(params: dict, root: Path):
     from trl import SFTTrainer
 
     from stages import sft
-    from stages.modeling import load_base_model, load_tokenizer
-    from stages.training import precision_flags
+    from stages.models.modeling import load_base_model, load_tokenizer
+    from stages.models.training import precision_flags
 
     cfg = stage_cfg(SftStage, params)
     phase = cfg.sft.phases["main"]
@@ -203,7 +203,7 @@ def test_the_loss_mask_covers_exactly_the_replies_and_their_end_token(replica_pi
 @pytest.mark.slow
 def test_perplexity_scores_each_reply_and_its_end_token(replica_pipeline):
     _, root, params = replica_pipeline
-    from stages.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(root / "models" / "base")
     rows = read_jsonl(tasks_file(root, "base", "perplexity"))
@@ -225,7 +225,7 @@ def test_prompts_carry_the_configured_system_prompt_never_the_checkpoint_default
         replica_pipeline):
     layout, root, params = replica_pipeline
     from stages.generation.common import chat_prompts
-    from stages.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(root / "models" / "base")
     (prompt,) = chat_prompts(tokenizer, [asked(params, "Who are you?")])
@@ -257,7 +257,7 @@ def argmax_reply(model, tokenizer, prompt: str, max_new_tokens: int, end_ids) ->
 def test_eval_replies_of_every_variant_equal_an_independent_argmax(replica_pipeline):
     _, root, params = replica_pipeline
     from stages.generation.common import chat_prompts
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
 
     cfg = stage_cfg(EvalStage, params)
     tokenizer = load_tokenizer(root / "models" / "base")
@@ -293,7 +293,7 @@ def test_greedy_is_the_argmax_whatever_the_checkpoint_generation_config_says(
         penalised_replica):
     from stages.generation.common import chat_prompts, decoding
     from stages.generation.hf import generate
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
 
     root, params = penalised_replica
     cfg = stage_cfg(EvalStage, {**params, "eval": {**params["eval"], "max_new_tokens": 24}})
@@ -335,7 +335,7 @@ class AlwaysSays(torch.nn.Module):
 def test_generation_stops_at_each_of_the_checkpoint_end_tokens(penalised_replica, end):
     from stages.generation.common import GenerationCost, decoding
     from stages.generation.hf import generate
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
 
     root, params = penalised_replica
     cfg = stage_cfg(EvalStage, params)
@@ -357,8 +357,8 @@ def test_sft_stops_before_loading_the_model_on_a_template_trl_cannot_patch(penal
                                                                            tmp_path,
                                                                            monkeypatch):
     from stages import base, sft
-    from stages.io import write_jsonl
-    from stages.modeling import load_tokenizer, require_training_template
+    from stages.core.io import write_jsonl
+    from stages.models.modeling import load_tokenizer, require_training_template
 
     root, params = penalised_replica
     params = copy.deepcopy(params)
@@ -404,7 +404,7 @@ def test_the_model_entries_build_the_published_architectures(name, total, non_em
     from transformers import AutoModelForCausalLM
 
     from stages.config import ArchConfig
-    from stages.modeling import qwen2_config
+    from stages.models.modeling import qwen2_config
 
     conf = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
     arch = ArchConfig(**conf["arch"])
@@ -421,7 +421,7 @@ def test_the_reply_span_is_what_the_tiny_template_marks(pipeline):
     """On the tiny model's marked template, perplexity scores the same tokens as before (its
     {% generation %} span: the reply and <|im_end|>), so its committed figures stand."""
     from stages.generation.losses import reply_span_ids
-    from stages.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     root, params = pipeline
     tokenizer = load_tokenizer(root / "models" / "base")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stages import report
+from stages.tools import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -305,17 +305,17 @@ def test_bad_input_names_the_revision_or_file(tmp_path):
 
 
 def test_command_line_in_the_repository(tmp_path):
-    """`python -m stages.report` with no arguments: --base HEAD~1 (no origin/main here),
+    """`python -m stages.tools.report` with no arguments: --base HEAD~1 (no origin/main here),
     report.md and report_images/ in the current directory; bad input: exit 1, one line."""
     repo = make_repo(tmp_path / "repo")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "stages.report"], cwd=repo, env=env,
+    run = subprocess.run([sys.executable, "-m", "stages.tools.report"], cwd=repo, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     text = (repo / "report.md").read_text(encoding="utf-8")
     assert f"Base `HEAD~1` ({git(repo, 'rev-parse', 'HEAD~1')[:10]})" in text
     assert (repo / "report_images" / "sft-train-loss.png").read_bytes()[:8] == PNG_MAGIC
-    bad = subprocess.run([sys.executable, "-m", "stages.report", "--base", "v9"], cwd=repo,
+    bad = subprocess.run([sys.executable, "-m", "stages.tools.report", "--base", "v9"], cwd=repo,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.startswith("error: unknown revision 'v9'") and "Traceback" not in bad.stderr
@@ -333,7 +333,7 @@ def test_on_this_repository_last_commit(tmp_path):
 
 
 def test_chance_line_counts_the_expected_false_flags():
-    from stages.report import chance_line
+    from stages.tools.report import chance_line
 
     assert chance_line(20) == ("20 verdicts, each at 95% and not adjusted for multiplicity: "
                                "with no real change anywhere, about 1.0 of them would still "

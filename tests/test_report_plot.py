@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages import report
+from stages.tools import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from test_report import git, write
 
-from stages import report
+from stages.tools import report
 
 N = 26  # the identity suite's probes, as in issue 21's example
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from conftest import read_json, stage_cfg, workspace
 from stages import base, dpo, sft
 from stages.config import BaseStage, DpoStage, SftStage
-from stages.io import sha256_file
-from stages.runinfo import LIBRARIES, cpu_name
-from stages.training import RUN_TO_RUN
+from stages.core.io import sha256_file
+from stages.core.runinfo import LIBRARIES, cpu_name
+from stages.models.training import RUN_TO_RUN
 
 # what must never be in a cached output: it differs between two runs that write the same weights
 VOLATILE = {*RUN_TO_RUN, "git_sha", "run", "versions", "cpu", "gpu"}
@@ -108,7 +108,7 @@ import json, os, sys
 os.environ.update(json.loads(sys.argv[1]))  # in-process, before torch: as pin_environment
 import stages
 import torch
-from stages.numerics import pin_torch, settings
+from stages.core.numerics import pin_torch, settings
 pin_torch()
 torch.ones(4).sum()  # a first kernel dispatch
 print(json.dumps(settings()))
@@ -132,7 +132,7 @@ def test_every_stage_process_runs_under_the_pinned_numerics():
     the pins reach it."""
     import os
 
-    from stages.numerics import PINNED_ENV, has_avx2
+    from stages.core.numerics import PINNED_ENV, has_avx2
 
     clean = {k: v for k, v in os.environ.items() if k not in PINNED_ENV}
     pinned = child_settings({}, clean)
@@ -147,7 +147,7 @@ def test_every_stage_process_runs_under_the_pinned_numerics():
 
 
 def test_the_instruction_set_is_pinned_only_where_the_cpu_has_avx2(tmp_path):
-    from stages.numerics import has_avx2
+    from stages.core.numerics import has_avx2
 
     with_it, without = tmp_path / "avx2", tmp_path / "old"
     with_it.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.io import DataError
-from stages.reviews import WINNERS, kappa, kappa_ci, pair_statistics, read_judgments
+from stages.core.io import DataError
+from stages.stats.reviews import WINNERS, kappa, kappa_ci, pair_statistics, read_judgments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_one_reviewer_judging_a_probe_twice_is_an_error(tmp_path):
 
 def test_unknown_suite_or_variant_is_named(tmp_path):
     from stages.config import PathsConfig
-    from stages.review import open_review
+    from stages.tools.review import open_review
 
     paths = PathsConfig(sources="s", models="m", curated="c", metrics=str(tmp_path), checkpoints="k")
     with pytest.raises(DataError, match="unknown suite 'kode'.*unknown variant --b 'sfd'"):
@@ -118,7 +118,7 @@ def test_unknown_suite_or_variant_is_named(tmp_path):
 
 def test_sides_are_drawn_per_item_and_the_same_on_reopen(tmp_path):
     from stages.config import PathsConfig
-    from stages.review import open_review
+    from stages.tools.review import open_review
 
     write_code_suite(tmp_path, {v: [True] * 20 for v in ("base", "sft", "dpo")})
     paths = PathsConfig(sources="s", models="m", curated="c", metrics=str(tmp_path), checkpoints="k")
@@ -217,7 +217,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 def start_server(root: Path, reviewer: str = "ann") -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stages.review", "--suite", "code", "--a", "base", "--b", "sft",
+        [sys.executable, "-m", "stages.tools.review", "--suite", "code", "--a", "base", "--b", "sft",
          "--n", "6", "--seed", "3", "--reviewer", reviewer, "--params", str(root / "params.yaml"),
          "--reviews", str(root / "reviews")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,7 +327,7 @@ def test_the_page_records_choices_survives_a_killed_server_and_resumes(tmp_path,
 
 
 def test_report_shows_the_review_next_to_the_automatic_verdict():
-    from stages.report import capability_section, review_section
+    from stages.tools.report import capability_section, review_section
 
     row = {"n": 40, "a_wins": 8, "b_wins": 22, "ties": 10, "b_win_rate": 0.7333,
            "b_win_rate_ci95_low": 0.5411, "b_win_rate_ci95_high": 0.8772, "sign_p": 0.01612,
@@ -347,11 +347,11 @@ def test_report_shows_the_review_next_to_the_automatic_verdict():
 
 @pytest.mark.parametrize("dep, expected", [
     ("data/reviews", "summary: deps lack ['data/reviews']"),
-    ("stages/reviews.py", "summary: deps lack ['stages/reviews.py']"),
+    ("stages/stats/reviews.py", "summary: deps lack ['stages/stats/reviews.py']"),
 ])
 def test_summary_must_depend_on_the_reviews_and_their_reader(tmp_path, dep, expected):
     from conftest import repo_params
-    from stages import compose
+    from stages.tools import compose
 
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert compose.dvc_yaml_problems(repo_params(), REPO / "dvc.yaml", REPO) == []
@@ -363,7 +363,7 @@ def test_summary_must_depend_on_the_reviews_and_their_reader(tmp_path, dep, expe
 
 def test_a_choice_is_recorded_once_and_an_unknown_probe_is_named(tmp_path):
     from stages.config import PathsConfig
-    from stages.review import open_review
+    from stages.tools.review import open_review
 
     write_code_suite(tmp_path, {v: [True] * 4 for v in ("base", "sft", "dpo")})
     paths = PathsConfig(sources="s", models="m", curated="c", metrics=str(tmp_path), checkpoints="k")
@@ -382,7 +382,7 @@ def test_a_choice_is_recorded_once_and_an_unknown_probe_is_named(tmp_path):
 def test_concurrent_appends_never_interleave(tmp_path):
     """Two processes append 300 long lines each to one file: every line parses whole."""
     path = tmp_path / "code-base-vs-sft.jsonl"
-    code = ("import sys; from pathlib import Path; from stages.review import append_line\n"
+    code = ("import sys; from pathlib import Path; from stages.tools.review import append_line\n"
             "for i in range(300):\n"
             "    append_line(Path(sys.argv[1]), {'who': sys.argv[2], 'i': i, 'pad': 'x' * 3000})")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), who], cwd=REPO)

@@ -177,7 +177,7 @@ def test_localisation_fails_a_reply_that_does_not_name_one_line(reply):
 def test_humanevalpack_items_find_the_faulty_line(tmp_path):
     import json
 
-    from stages.data import humanevalpack_items
+    from stages.data.formats import humanevalpack_items
 
     row = {"task_id": "Python/0", "entry_point": "inc", "bug_type": "value misuse",
            "declaration": "def inc(x):\n", "canonical_solution": "    y = x\n    return y + 1\n",
@@ -195,7 +195,7 @@ def test_real_humanevalpack_repairs_pass_and_bugs_fail():
     import pytest
 
     from conftest import SHARED_DATASETS
-    from stages.data import humanevalpack_items
+    from stages.data.formats import humanevalpack_items
     from stages.sandbox.execute import run_many, sandbox_problem
 
     path = SHARED_DATASETS / "humanevalpack" / "humanevalpack_python.jsonl"
@@ -209,7 +209,7 @@ def test_real_humanevalpack_repairs_pass_and_bugs_fail():
     assert all(o.passed for o in fixed) and not any(o.passed for o in buggy)
 
 
-# Negation: a mention in the scope of a negation (stages/negation.py) is no claim.
+# Negation: a mention in the scope of a negation (stages/suites/negation.py) is no claim.
 @pytest.mark.parametrize("reply,lang", [
     ("I am not Swift-Robot, not made by Nebula Lab.", "en"),
     ("I'm not Swift-Robot by Nebula Lab.", "en"),                   # the name denied

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from stages.similarity import aggregate, bleu, codebleu, per_probe
+from stages.stats.similarity import aggregate, bleu, codebleu, per_probe
 
 ADD = "def add(a, b):\n    return a + b\n"
 

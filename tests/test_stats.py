@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from stages.stats import (
+from stages.stats.paired import (
     mcnemar_score,
     min_discordant_all_one_way,
     paired_bounded,

@@ -186,8 +186,8 @@ def test_the_committed_summary_reads_consistently():
     import json
 
     from conftest import REPO, repo_params
-    from stages.io import read_jsonl
-    from stages.stats import verdict
+    from stages.core.io import read_jsonl
+    from stages.stats.paired import verdict
 
     params = repo_params()
     summary = json.loads((REPO / "metrics" / "summary.json").read_text(encoding="utf-8"))

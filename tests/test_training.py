@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO, adapter, read_json, stage_cfg, workspace
 from stages.config import ConfigError, CurateStage, SftStage, run_stage
-from stages.io import read_jsonl
+from stages.core.io import read_jsonl
 
 
 def test_each_phase_continues_the_adapter_of_the_phase_before(pipeline, tmp_path):
@@ -73,7 +73,7 @@ def test_dvc_gives_each_phase_only_its_own_phase_params(tmp_path, monkeypatch):
     """Changing only the last phase must rerun only that phase: its stage alone declares it."""
     from dvc.repo import Repo
 
-    from stages import compose
+    from stages.tools import compose
 
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     (tmp_path / "params.yaml").write_text(
@@ -95,7 +95,7 @@ def test_dvc_gives_each_phase_only_its_own_phase_params(tmp_path, monkeypatch):
 # by itself right after it saved the checkpoint of step KILL_AT (a real kill, mid-run).
 RUNNER = """
 import os, runpy, signal, sys
-from stages import training
+from stages.models import training
 kill_at = int(os.environ.get("KILL_AT", "0"))
 def on_save(self, args, state, control, **kwargs):
     if state.global_step == kill_at:
@@ -275,9 +275,9 @@ def sft_trainer(pipeline, rows: list[dict], packing: bool):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from stages.modeling import load_base_model, load_tokenizer
+    from stages.models.modeling import load_base_model, load_tokenizer
+    from stages.models.training import packing_attention
     from stages.sft import lora_config, training_args
-    from stages.training import packing_attention
 
     root, params = pipeline
     cfg = stage_cfg(SftStage, {**params, "sft": {**params["sft"], "packing": packing,
@@ -332,7 +332,7 @@ def test_packed_rows_train_as_if_each_were_alone(pipeline):
 
 
 def test_precision_is_checked_against_the_hardware(monkeypatch):
-    from stages.training import precision_flags
+    from stages.models.training import precision_flags
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert precision_flags("auto") == {"bf16": False, "fp16": False}
@@ -349,7 +349,7 @@ def test_precision_is_checked_against_the_hardware(monkeypatch):
 
 
 def test_global_batch_size_gives_the_accumulation_steps():
-    from stages.training import gradient_accumulation
+    from stages.models.training import gradient_accumulation
 
     assert gradient_accumulation(32, 4, 2) == 4  # 4 per device x 2 processes x 4 steps
     assert gradient_accumulation(8, 8, 1) == 1
@@ -358,7 +358,7 @@ def test_global_batch_size_gives_the_accumulation_steps():
 
 
 def test_out_of_memory_names_the_knobs_that_lower_memory(capsys):
-    from stages.training import SFT_MEMORY_KNOBS, explain_oom
+    from stages.models.training import SFT_MEMORY_KNOBS, explain_oom
 
     def train():
         with explain_oom(SFT_MEMORY_KNOBS):

@@ -75,7 +75,7 @@ def test_vllm_gets_the_prompt_ids_transformers_gets_and_a_seed_per_sample(pipeli
     from stages.eval import conversation
     from stages.generation.common import GenerationCost, chat_prompts, decoding
     from stages.generation.vllm import VllmBackend
-    from stages.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     fake_vllm(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -158,7 +158,7 @@ def test_vllm_gives_the_greedy_replies_transformers_gives(tmp_path):
     from stages.generation.common import GenerationCost, greedy
     from stages.generation.hf import generate
     from stages.generation.vllm import VllmBackend
-    from stages.modeling import load_tokenizer, load_variant
+    from stages.models.modeling import load_tokenizer, load_variant
 
     params = tiny_params(tmp_path)
     params["model"]["arch"].update(hidden_size=256, num_heads=4, num_kv_heads=2,

@@ -72,7 +72,7 @@ def runs(step: dict, needle: str) -> bool:
 
 
 def report_step(steps: list[dict]) -> dict:
-    return steps[index_of(steps, "building the report", lambda s: runs(s, "stages.report"))]
+    return steps[index_of(steps, "building the report", lambda s: runs(s, "stages.tools.report"))]
 
 
 def references(script: str) -> list[tuple[str, str]]:
@@ -117,7 +117,7 @@ def test_pr_steps_run_in_ci_order():
     python = index_of(steps, "actions/setup-python",
                       lambda s: action(s) == "actions/setup-python")
     ci = index_of(steps, "running .ci/run", lambda s: runs(s, ".ci/run"))
-    report = index_of(steps, "building the report", lambda s: runs(s, "stages.report"))
+    report = index_of(steps, "building the report", lambda s: runs(s, "stages.tools.report"))
     upload = index_of(steps, "actions/upload-artifact",
                       lambda s: action(s) == "actions/upload-artifact")
     comment = index_of(steps, STICKY, lambda s: action(s) == STICKY)
@@ -192,8 +192,8 @@ def test_every_command_names_a_file_or_module_that_exists(source, kind, target):
         return
     path = REPO / (target.replace(".", "/") + ".py")
     if target.split(".")[0] == "stages":
-        if target == "stages.report" and not path.exists():
-            pytest.skip("stages/report.py is being written on another branch")
+        if target == "stages.tools.report" and not path.exists():
+            pytest.skip("stages/tools/report.py is being written on another branch")
         assert path.is_file(), f"{source} runs python -m {target}: no {path.relative_to(REPO)}"
     else:
         assert importlib.util.find_spec(target) is not None, f"{source}: no module {target}"
@@ -215,7 +215,7 @@ def test_ci_run_installs_and_tests_as_the_readme_says():
     test = readme_block_after("Run the tests")
     assert (install, test) == ("bash setup.sh", "python -m pytest -q")
     assert lines.index(install) < lines.index(test)
-    gate = lines.index("python -m stages.compose --check")
+    gate = lines.index("python -m stages.tools.compose --check")
     assert lines.index(install) < gate < lines.index(test)
 
 
@@ -241,14 +241,14 @@ def run_report_block(cwd: Path) -> subprocess.CompletedProcess:
 
 def test_ci_run_builds_the_report_as_the_workflow_does(tmp_path):
     """The block of .ci/run, run in a scratch repo: it skips with a reason until
-    stages/report.py exists and while there is one commit, then runs the module with
+    stages/tools/report.py exists and while there is one commit, then runs the module with
     --base HEAD~1 and --out as the workflow's step does."""
     git(tmp_path, "init", "-q")
     (tmp_path / "a").write_text("1")
     git(tmp_path, "add", "a")
     git(tmp_path, "commit", "-qm", "one")
     done = run_report_block(tmp_path)
-    assert done.returncode == 0 and "stages/report.py does not exist" in done.stdout
+    assert done.returncode == 0 and "stages/tools/report.py does not exist" in done.stdout
 
     stub = tmp_path / "stages"
     stub.mkdir()
@@ -268,7 +268,7 @@ def test_ci_run_builds_the_report_as_the_workflow_does(tmp_path):
     written = Path(done.stdout.strip().removeprefix("report: "))
     assert written.read_text().startswith("--base HEAD~1 --out ")
     workflow_args = words(report_step(only_job(workflow(PR))["steps"])["run"])
-    assert workflow_args[:3] == ["python", "-m", "stages.report"]
+    assert workflow_args[:3] == ["python", "-m", "stages.tools.report"]
 
 
 # gpu-metrics.yml
@@ -287,12 +287,12 @@ def test_the_gpu_job_offers_the_conf_models_and_rebuilds_with_dvc_repro():
     assert set(model["options"]) <= shipped and model["default"] in model["options"]
     step = next(s for s in only_job(doc)["steps"] if runs(s, "dvc repro"))
     found = words(step["run"])
-    compose = found.index("stages.compose")
+    compose = found.index("stages.tools.compose")
     assert found.index("dvc") > compose and "model=$MODEL" in found[compose:]
     assert step["env"]["MODEL"] == "${{ inputs.model }}"
 
 
-# the stale-lock gate (python -m stages.compose --check)
+# the stale-lock gate (python -m stages.tools.compose --check)
 
 PIPELINE = """\
 stages:
@@ -362,7 +362,7 @@ def committed_pipeline(tmp_path_factory):
 
 
 def test_a_fresh_clone_of_a_reproduced_commit_passes(committed_pipeline, tmp_path):
-    from stages.compose import stale_stages
+    from stages.tools.compose import stale_stages
 
     clone = fresh_clone(committed_pipeline, tmp_path / "clone")
     assert not (clone / "tasks").exists() and not (clone / ".dvc" / "cache").exists()
@@ -389,7 +389,7 @@ def test_a_changed_local_copy_reruns_what_depends_on_it_and_only_then(committed_
 
 
 def test_code_changed_without_repro_fails_naming_the_stage(committed_pipeline, tmp_path):
-    from stages.compose import stale_stages
+    from stages.tools.compose import stale_stages
 
     work = fresh_clone(committed_pipeline, tmp_path / "work")
     (work / "ev.py").write_text(EV.replace('": 1}', '": 2}'))
@@ -400,7 +400,7 @@ def test_code_changed_without_repro_fails_naming_the_stage(committed_pipeline, t
 def test_a_stale_stage_whose_inputs_the_clone_lacks_is_named(committed_pipeline, tmp_path):
     """summary reads the cached tasks/: dvc cannot hash what a clone lacks and stops at it,
     and the check names it instead of failing on dvc's error."""
-    from stages.compose import stale_stages
+    from stages.tools.compose import stale_stages
 
     work = fresh_clone(committed_pipeline, tmp_path / "work")
     (work / "dvc.yaml").write_text(PIPELINE.replace("'summary.txt', 'w'", "'summary.txt', 'wt'"))
@@ -414,7 +414,7 @@ def test_a_folder_dep_mixing_committed_and_cached_files_would_false_alarm(commit
     """Why metrics/tasks/ is apart from metrics/eval/: with the cached file inside the
     committed folder a clone lacks it, the folder hashes differently, and summary reads as
     stale although nothing changed."""
-    from stages.compose import stale_stages
+    from stages.tools.compose import stale_stages
 
     work = fresh_clone(committed_pipeline, tmp_path / "work")
     (work / "dvc.yaml").write_text(PIPELINE.replace("tasks/x.jsonl", "metrics/x.jsonl")

@@ -1,10 +1,10 @@
 """Typed, strict configuration for every stage.
 
-`conf/` (Hydra) is the source, `params.yaml` is its composition (`python -m stages.compose`).
+`conf/` (Hydra) is the source, `params.yaml` is its composition (`python -m stages.tools.compose`).
 Before doing any work a stage validates the whole of `params.yaml` against `Config` (so a key
 no stage knows, e.g. from `dvc exp run -S +sft.bogus=1`, stops it, named with the nearest
 known key), then reads only the params it declares in `dvc.yaml` (`declared_params`, checked
-against dvc.yaml by `python -m stages.compose --check`) into its own model, and refuses
+against dvc.yaml by `python -m stages.tools.compose --check`) into its own model, and refuses
 input files that no DVC dependency of the stage tracks (`Stage.input_files`).
 
     python -m stages.config        # the `params` stage: validate params.yaml, nothing else

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stages.io import UserError
+from stages.core.io import UserError
 
 
 class ConfigError(UserError, ValueError):

@@ -47,7 +47,7 @@ def format_errors(err: ValidationError, known: list[str] | None = None) -> str:
         seen.add((loc, msg))
         lines.append(f"  {loc or '<root>'}: {msg}")
     lines.append(
-        "Fix the value in conf/ and run `python -m stages.compose`, or override it for one "
+        "Fix the value in conf/ and run `python -m stages.tools.compose`, or override it for one "
         "experiment: `dvc exp run -S KEY=VALUE`."
     )
     return "\n".join(lines)
@@ -133,12 +133,12 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(
             f"{path} not found; run stages from the repo root, or create it with "
-            "`python -m stages.compose`"
+            "`python -m stages.tools.compose`"
         )
     with path.open(encoding="utf-8") as f:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
-        raise ConfigError(f"{path} is not a mapping; regenerate it with `python -m stages.compose`")
+        raise ConfigError(f"{path} is not a mapping; regenerate it with `python -m stages.tools.compose`")
     return params
 
 

@@ -11,7 +11,7 @@ PARAMS_FILE = Path("params.yaml")
 # so that editing a file there reruns those stages; a local file elsewhere is refused.
 EXTERNAL_DIR = "data/external"
 BENCHMARKS_DIR = "data/benchmarks"
-# blind A/B judgments (stages/review.py writes them, summary reads them); git-tracked
+# blind A/B judgments (stages/tools/review.py writes them, summary reads them); git-tracked
 REVIEWS_DIR = "data/reviews"
 
 

@@ -141,7 +141,7 @@ class SummaryStage(Stage):
 
 
 class Config(Strict):
-    """The whole of params.yaml: validated by `stages.compose` before it writes the file."""
+    """The whole of params.yaml: validated by `stages.tools.compose` before it writes the file."""
 
     seed: int
     unsafe_execution: bool

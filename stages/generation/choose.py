@@ -6,7 +6,7 @@ from stages.config import EvalStage
 from stages.generation.common import Backend
 from stages.generation.hf import HfBackend
 from stages.generation.vllm import VllmBackend
-from stages.modeling import load_variant
+from stages.models.modeling import load_variant
 
 
 def load_backend(cfg: EvalStage, variant: str) -> Backend:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from stages.config import ConfigError
+from stages.core.io import MissingInput
 from stages.generation.common import Decoding, GenerationCost, chat_prompts
-from stages.io import MissingInput
-from stages.modeling import read_base_json, weights_location
+from stages.models.modeling import read_base_json, weights_location
 
 # vLLM allocates LoRA slots for a fixed set of ranks; an adapter's rank is rounded up to one.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

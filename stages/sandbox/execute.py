@@ -50,7 +50,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from stages.io import UserError
+from stages.core.io import UserError
 from stages.sandbox import plain
 from stages.sandbox.programs import confine
 

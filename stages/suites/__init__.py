@@ -13,7 +13,7 @@ outcome), then an aggregate; `stages/eval.py` runs any of them as one recipe and
 
 A code suite may also have `reference(cfg, probe) -> str | None`, the probe's reference
 solution: its rows keep "codes" (the code run, one per sample) and then carry "similarity" (CodeBLEU and BLEU of the reply's code against it,
-stages/similarity.py), which eval averages and summary pairs.
+stages/stats/similarity.py), which eval averages and summary pairs.
 
 A suite that does not generate-then-judge (perplexity) has `score(cfg, model, tokenizer,
 probes) -> [row]` instead of prompt and judge. A row's outcome is `passed` (bool; or c/n
@@ -32,10 +32,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from stages import diversity, similarity
 from stages.config import EvalStage, StageError
 from stages.config.suites import names
-from stages.io import MissingInput, read_jsonl_lines
+from stages.core.io import MissingInput, read_jsonl_lines
+from stages.stats import diversity, similarity
 
 
 @runtime_checkable

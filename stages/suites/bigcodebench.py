@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from stages.config.suites import BIGCODEBENCH, names
-from stages.io import DataError, MissingInput, read_jsonl_lines
+from stages.core.io import DataError, MissingInput, read_jsonl_lines
 from stages.sandbox.execute import SandboxPool, program_text, require_sandbox, run_program
 from stages.suites import unique_ids
 from stages.suites.code import failure_shares

@@ -16,7 +16,7 @@ from pathlib import Path
 from stages.config import EvalStage
 from stages.generation.common import extract_code
 from stages.sandbox.execute import run_many
-from stages.stats import pass_at_k
+from stages.stats.paired import pass_at_k
 from stages.suites import all_replies, leakage, probe_dir, read_probes
 
 JUDGED = "pass@1"

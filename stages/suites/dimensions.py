@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from stages.config import EvalStage
-from stages.data import dimension_prompt, humanevalpack_items
+from stages.data.formats import dimension_prompt, humanevalpack_items
 from stages.generation.common import extract_code
 from stages.sandbox.execute import run_many
 from stages.suites import probe_dir, read_probes, share, unique_ids

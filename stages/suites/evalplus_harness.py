@@ -1,14 +1,14 @@
 """The evalplus harness: HumanEval+ and MBPP+ with evalplus's data, ground truth and
 comparison rules, every sample executed in our sandbox (under evalplus's own guard there, by
 the child's `evalplus` job: stages/sandbox/programs/child.py), its outputs compared here. The
-humaneval+ and mbpp+ suites (stages/suites/evalplus.py) and `python -m stages.judge
+humaneval+ and mbpp+ suites (stages/suites/evalplus.py) and `python -m stages.tools.judge
 --samples` score with it.
 
 evalplus 0.3.1 facts this relies on: the dataset override paths are read from the
 environment when evalplus is imported (so they are set here on its modules directly); a plain .jsonl gives the md5 that public
 runs report; the expected outputs come from running the canonical solutions (evalplus caches
 them under ~/.cache/evalplus); `evaluate` does not sanitize, so neither does
-stages.judge's `score_samples`.
+stages.tools.judge's `score_samples`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.io import DataError, MissingInput
+from stages.core.io import DataError, MissingInput
 from stages.sandbox import plain
 from stages.sandbox.execute import OUT_OF_TIME, SampleFailed, SandboxPool, remote_session
 

@@ -4,7 +4,7 @@ A reply passes when it names the configured name and author (identity.name / .au
 probe's language) outside the scope of a negation, and names no other maker: neither the
 model's original identity (model.identity, name or author, in either language) nor a known
 assistant or lab (COMPETITORS), except in a negation's scope ("not ChatGPT", "不是OpenAI").
-One window rule (stages/negation.py) decides both: "I am not Swift-Robot" names no identity,
+One window rule (stages/suites/negation.py) decides both: "I am not Swift-Robot" names no identity,
 "I am Swift-Robot, not ChatGPT" credits no competitor.
 
 Probes: data/curated/probes/identity.jsonl {"id", "query", "lang", "response"}.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 
 from stages.config import EvalStage, IdentityConfig, LangText, lang_text
-from stages.negation import affirmed
 from stages.suites import probe_dir, read_probes, share
+from stages.suites.negation import affirmed
 
 JUDGED = "consistency"
 # Assistants and labs a reply must not credit itself to (case-insensitive; ASCII names match

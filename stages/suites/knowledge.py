@@ -4,7 +4,7 @@ A reply passes when it gives the reference answer and only it. Both are normalis
 (Unicode NFKC, so full-width forms read as ASCII; lower case; English and Chinese numerals as
 digits: "eight" and "八" read as 8). The answer must then appear as a whole word (Chinese: as
 a substring, there are no word boundaries) outside the scope of a negation ("not Paris",
-"不是北京"; the window rule is in stages/negation.py), and the reply must not offer other
+"不是北京"; the window rule is in stages/suites/negation.py), and the reply must not offer other
 candidates: no other probe's (non-numeric) answer, no other number than the answer and those
 the question mentions (numeric answers), no "or" / "either" / "/" / "或" / "还是", no list of
 items. A candidate in a negation's scope is denied, not offered: "Paris, not Madrid" passes,
@@ -19,8 +19,8 @@ import re
 import unicodedata
 
 from stages.config import EvalStage
-from stages.negation import affirmed
 from stages.suites import leakage, probe_dir, read_probes, share
+from stages.suites.negation import affirmed
 
 JUDGED = "accuracy"
 HEDGES = re.compile(r"\bor\b|\beither\b|/|或|还是|或者")

@@ -41,7 +41,7 @@ import yaml
 
 from stages.config.eval import HARNESS_SETTINGS
 from stages.config.suites import LM_EVAL, SUITES, Layout, names
-from stages.io import DataError, MissingInput, read_jsonl_lines, write_jsonl
+from stages.core.io import DataError, MissingInput, read_jsonl_lines, write_jsonl
 
 NAMES = names(LM_EVAL)
 JUDGED = "acc"  # gsm8k rows count toward exact_match (their "metric" field says so)

@@ -12,7 +12,7 @@ sum(nats) / sum(tokens), token-weighted, and the summary pairs and judges that s
 from __future__ import annotations
 
 from stages.config import EvalStage
-from stages.data import code_answer, knowledge_answer
+from stages.data.formats import code_answer, knowledge_answer
 from stages.generation.losses import assistant_losses, perplexity
 from stages.suites import probe_dir, read_probes
 

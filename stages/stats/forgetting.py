@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.io import DataError
-from stages.stats import Paired, paired_bounded
+from stages.core.io import DataError
+from stages.stats.paired import Paired, paired_bounded
 
 CI_METHOD = "tango-score-bounded"
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from stages.config import ArchConfig, ConfigError, ModelConfig
-from stages.io import MissingInput
+from stages.core.io import MissingInput
 
 BASE_JSON = "base.json"
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -207,7 +207,7 @@ def require_training_template(tokenizer, where: str) -> None:
 
 def install_chat_template(tokenizer, path: str) -> str:
     """Replace the tokenizer's chat template with the file at `path`; returns its sha256."""
-    from stages.io import sha256_file
+    from stages.core.io import sha256_file
 
     file = Path(path)
     if not file.is_file():

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.config import IdentityConfig, SourceConfig, lang_text
-from stages.io import DataError, read_jsonl_lines
+from stages.core.io import DataError, read_jsonl_lines
 
 PLACEHOLDERS = {"{{NAME}}": "name", "{{AUTHOR}}": "author", "{{name}}": "name", "{{author}}": "author"}
 LEFTOVER = re.compile(r"\{\{\s*\w+\s*\}\}")

@@ -6,7 +6,7 @@ scored on the same probes as base, so each probe gives one (base, variant) pair.
   paired_graded    scores in [0, 1]: the same score interval on the differences, each counted
                    as a fractional discordant pair (`paired_bounded`)
   paired_bounded   any mean of paired differences in [-1, 1] (graded suites, the forgetting
-                   score of stages/forgetting.py): one interval method for bounded outcomes
+                   score of stages/stats/forgetting.py): one interval method for bounded outcomes
   paired_weighted  per-token losses: the token-weighted delta with a paired bootstrap interval
   verdict          non-inferiority against the budget: over-budget / inconclusive / improved /
                    regressed / within-noise
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.io import DataError
+from stages.core.io import DataError
 
 # scipy.stats is imported where it is used: it takes seconds to import, and the eval stages
-# and stages.judge need only pass_at_k from here.
+# and stages.tools.judge need only pass_at_k from here.
 
 ALPHA = 0.05
 

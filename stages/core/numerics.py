@@ -21,7 +21,7 @@ a different model. The stages therefore run under
   are not bitwise reproducible across GPUs anyway, see README "Reproducing").
 
 A variable already set in the environment wins (that is how benchmarks/numerics.py measures
-what each one does); every stage records the values it ran under (stages.runinfo).
+what each one does); every stage records the values it ran under (stages.core.runinfo).
 `pin_environment` runs when the `stages` package is imported, before any stage imports torch;
 torch reads these variables lazily, at its first kernel dispatch.
 """

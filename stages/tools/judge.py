@@ -1,8 +1,8 @@
 """judge: score replies from any model on any built-in suite, as the eval stage would, or
 evalplus-format samples on humaneval+ / mbpp+, as `evalplus.evaluate` would.
 
-Run     python -m stages.judge --suite knowledge --replies replies.jsonl --out scored.json
-        python -m stages.judge --suite humaneval+ --samples samples.jsonl \
+Run     python -m stages.tools.judge --suite knowledge --replies replies.jsonl --out scored.json
+        python -m stages.tools.judge --suite humaneval+ --samples samples.jsonl \
             --dataset-path ../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl \
             --out result.json
 
@@ -41,9 +41,9 @@ from pathlib import Path
 
 from stages import suites
 from stages.config import EvalStage, StageError, load, run_stage
-from stages.io import DataError, MissingInput, atomic_write_text, read_jsonl_lines
+from stages.core.io import DataError, MissingInput, atomic_write_text, read_jsonl_lines
 from stages.sandbox.execute import SandboxPool, require_sandbox
-from stages.stats import pass_at_k
+from stages.stats.paired import pass_at_k
 from stages.suites.evalplus_harness import DATASETS, Benchmark, check, load_benchmark, sandbox_pool
 
 # Options of --samples alone (the replies path takes them from params.yaml).
@@ -122,8 +122,8 @@ def with_probes(cfg: EvalStage) -> EvalStage:
         return cfg
     import tempfile
 
+    from stages.core.io import write_jsonl
     from stages.curate import build_probes
-    from stages.io import write_jsonl
 
     folder = Path(tempfile.mkdtemp(prefix="stages-judge-"))
     for name, rows in build_probes(cfg).items():

@@ -1,8 +1,8 @@
 """chat: talk to a variant the way users try a model after training.
 
 Reads   params system_prompt, model, eval, paths; models/base and the variant's adapter
-Run     python -m stages.chat --variant sft                      # interactive; empty line quits
-        python -m stages.chat --variant dpo --prompt "Who are you?"   # one reply, then exit
+Run     python -m stages.tools.chat --variant sft                      # interactive; empty line quits
+        python -m stages.tools.chat --variant dpo --prompt "Who are you?"   # one reply, then exit
 
 Greedy, with the same system prompt and decoding (eval.*: length, repetition penalty, every end
 token of the checkpoint) as eval, so what you see is what the eval scored. Interactive mode keeps the conversation; /reset starts a new one.
@@ -24,7 +24,7 @@ from stages.config import (
 )
 from stages.generation.common import decoding
 from stages.generation.hf import generate
-from stages.modeling import load_tokenizer, load_variant
+from stages.models.modeling import load_tokenizer, load_variant
 
 
 class ChatStage(Strict):

@@ -6,8 +6,8 @@ Reads   params.yaml, dvc.lock, metrics/summary.json, metrics/curate.json, the co
         --head the same way or, by default, from the working tree
 Writes  report.md (--out) and one PNG per plot in report_images/ (--images; default
         `<out stem>_images/` next to --out)
-Run     python -m stages.report                  # origin/main (else HEAD~1) -> files on disk
-        python -m stages.report --base main --head HEAD --out pr.md
+Run     python -m stages.tools.report                  # origin/main (else HEAD~1) -> files on disk
+        python -m stages.tools.report --base main --head HEAD --out pr.md
 
 --base defaults to origin/main when that ref exists, else HEAD~1. --head defaults to the
 working tree, committed or not, so a report made before `git commit` shows what the commit
@@ -20,7 +20,7 @@ workspace or the local cache has them), cost (timings and memory, no verdicts), 
 stages rerun and reused (dvc.lock entries compared), data card (curate), loss and reward plots
 (base and head curves in one axes), commands to reproduce.
 
-    python -m stages.report --flips knowledge    # every flipped knowledge probe, to stdout
+    python -m stages.tools.report --flips knowledge    # every flipped knowledge probe, to stdout
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stages.compose import flatten
 from stages.config import OPTIONAL, TRAINED, VARIANTS, run_stage
-from stages.io import DataError, atomic_write_text, parse_jsonl
-from stages.stats import verdict
+from stages.core.io import DataError, atomic_write_text, parse_jsonl
+from stages.stats.paired import verdict
+from stages.tools.compose import flatten
 
 # worst first; every other verdict sorts after them. inconclusive: the probes cannot tell
 # whether the drop is within budget, which a reviewer must know before merging.
@@ -51,7 +51,7 @@ FLAGGED = ("over-budget", "inconclusive", "regressed")
 COST_KEYS = ("wall_s", "train_s", "tokens_per_s", "ttft_s", "peak_memory_mib")
 FLIPS_SHOWN = 3  # per suite, variant and direction in the report; --flips SUITE shows all
 LEARNED_FORGOT = "learned_forgot"  # summary.json's entry that is not a suite (stages.summary)
-REVIEW = "review"  # summary.json's blind A/B results (stages.reviews), not a suite either
+REVIEW = "review"  # summary.json's blind A/B results (stages.stats.reviews), not a suite either
 # How far apart the learning-forgetting plot draws variants, as a share of each axis's
 # span: 3% moves an error bar and its caps off its neighbour and barely moves the point.
 DODGE = 0.03
@@ -187,7 +187,7 @@ def snapshot(rev: Revision) -> dict:
     metrics = params.get("paths", {}).get("metrics")
     if not metrics:
         raise DataError(f"params.yaml at {rev.label} has no paths.metrics; regenerate it "
-                         "with `python -m stages.compose`")
+                         "with `python -m stages.tools.compose`")
     return {"params": params, "metrics": metrics,
             "lock": load(rev, "dvc.lock").get("stages", {}),
             "summary": load(rev, f"{metrics}/summary.json", required=True),
@@ -223,7 +223,7 @@ def uncommitted(rev: Revision, metrics: str) -> list[str]:
 
 def header(base: Revision, head: Revision, dirty: list[str]) -> str:
     text = (f"# Pull-request report\n\nBase {base.label} → head {head.label}. Made by "
-            "`python -m stages.report` from params.yaml, dvc.lock and the metrics files alone "
+            "`python -m stages.tools.report` from params.yaml, dvc.lock and the metrics files alone "
             "(no DVC cache, remote or GPU).")
     if dirty:
         text += ("\n\n> Uncommitted changes in " + ", ".join(f"`{p}`" for p in dirty)
@@ -281,7 +281,7 @@ def review_section(summary: dict) -> str:
             rows.append([f"`{suite}`", f"{b} vs {a}", str(r["n"]), str(r["ties"]), rate,
                          pvalue(r.get("sign_p")), f"{kappa} on {r['kappa_n']}", verdict])
     if not rows:
-        return "## Blind review\n\nNo review files in data/reviews/ (python -m stages.review)."
+        return "## Blind review\n\nNo review files in data/reviews/ (python -m stages.tools.review)."
     return "\n\n".join([
         "## Blind review",
         "Win rate: b's wins over a among the items not tied, with its Clopper-Pearson 95% CI; "
@@ -501,7 +501,7 @@ def paired_since(then: list[dict], now: list[dict], metric: str, params: dict) -
     if "nats" in a[0] and ("bootstrap_resamples" not in evals or "seed" not in params):
         raise DataError("params.yaml at head lacks eval.bootstrap_resamples or seed, which "
                         "the paired loss interval needs; regenerate it with "
-                        "`python -m stages.compose`")
+                        "`python -m stages.tools.compose`")
     cfg = SimpleNamespace(eval=SimpleNamespace(bootstrap_resamples=evals.get(
         "bootstrap_resamples")), seed=params.get("seed"))
     stat, _, _ = paired(a, b, cfg)
@@ -585,7 +585,7 @@ def replies_section(head: Revision, snap: dict) -> str:
     """The probes whose outcome flipped against the base model, with both replies."""
     parts = ["## Replies that flipped (base model → variant)",
              f"At most {FLIPS_SHOWN} per suite, variant and direction; "
-             "`python -m stages.report --flips SUITE` shows all of them."]
+             "`python -m stages.tools.report --flips SUITE` shows all of them."]
     for suite in snap["params"].get("eval", {}).get("suites", []):
         parts.append(flips_text(head, snap, suite, cap=FLIPS_SHOWN))
     return "\n\n".join(parts)
@@ -749,7 +749,7 @@ def commands_section(base: Revision, head: Revision) -> str:
         f"dvc metrics diff {revs}",
         f"dvc params diff {revs}",
         f"dvc plots diff {revs}",
-        f"python -m stages.report --base {base.sha}" + (f" --head {head.sha}" if head.ref else ""),
+        f"python -m stages.tools.report --base {base.sha}" + (f" --head {head.sha}" if head.ref else ""),
         "```"])
 
 

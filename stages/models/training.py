@@ -17,8 +17,8 @@ import torch
 from transformers import TrainerCallback
 
 from stages.config import ConfigError, StageError
-from stages.io import atomic_dir, sha256_dir, sha256_file
-from stages.modeling import read_base_json
+from stages.core.io import atomic_dir, sha256_dir, sha256_file
+from stages.models.modeling import read_base_json
 
 
 class OutOfMemory(StageError):

@@ -13,8 +13,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from stages import numerics
-from stages.io import git_sha
+from stages.core import numerics
+from stages.core.io import git_sha
 
 # The distributions whose code computes a stage's numbers: training, tokenizing, decoding,
 # scoring. Their versions are also what stages.environment writes for DVC to compare.

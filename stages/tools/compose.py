@@ -2,10 +2,10 @@
 
 `dvc repro` never composes, so after editing conf/ run this before `dvc repro`:
 
-    python -m stages.compose                      # conf/ defaults -> params.yaml
-    python -m stages.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
-    python -m stages.compose --check              # exit 1, naming what is stale (CI's gate)
-    python -m stages.compose --write-dvc          # dvc.yaml's params lists and code deps, in place
+    python -m stages.tools.compose                      # conf/ defaults -> params.yaml
+    python -m stages.tools.compose model=qwen2.5-coder-1.5b-instruct sft.lora.r=16
+    python -m stages.tools.compose --check              # exit 1, naming what is stale (CI's gate)
+    python -m stages.tools.compose --write-dvc          # dvc.yaml's params lists and code deps, in place
 
 The composed config is validated (stages.config.Config) before anything is written: a key no
 stage knows stops it, named with the nearest known key. `--check` fails, naming what is
@@ -60,7 +60,7 @@ from stages.config import (
     stage_params,
     validate,
 )
-from stages.io import atomic_write_text
+from stages.core.io import atomic_write_text
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
@@ -94,7 +94,7 @@ def params_problem(text: str, out: Path) -> str | None:
         return None
     keys = differing_keys(text, current) or ["(formatting only)"]
     return (f"{out} is stale; keys that differ from conf/: {', '.join(keys)}. "
-            "Regenerate it with `python -m stages.compose`.")
+            "Regenerate it with `python -m stages.tools.compose`.")
 
 
 # ---- dvc.yaml against the stage models ------------------------------------------------------
@@ -176,19 +176,19 @@ def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
         missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
         if missing:
             problems.append(f"{name}: deps lack {missing} (code the stage imports; "
-                            "`python -m stages.compose --write-dvc` adds them)")
+                            "`python -m stages.tools.compose --write-dvc` adds them)")
         if name == "params":
             if str(PARAMS_FILE) not in deps:
                 problems.append(f"params: deps lack {PARAMS_FILE} (the file it validates)")
             continue
         if name not in STAGE_MODELS:
-            problems.append(f"{name}: no stage model for it in stages.compose.STAGE_MODELS")
+            problems.append(f"{name}: no stage model for it in stages.tools.compose.STAGE_MODELS")
             continue
         model = STAGE_MODELS[name]
         want = declared_params(model)
         if stage.get("params", []) != want:
             problems.append(f"{name}: params are {stage.get('params', [])}; "
-                            f"{model.__name__} reads {want} (`python -m stages.compose "
+                            f"{model.__name__} reads {want} (`python -m stages.tools.compose "
                             "--write-dvc` rewrites the list)")
         cfg = validate(model, stage_params(model, params))
         resolved = {resolve_paths(d, params) for d in deps}

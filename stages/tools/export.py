@@ -2,7 +2,7 @@
 
 Reads   params model, paths; models/base and models/<variant>
 Writes  --out DIR: weights, tokenizer with its chat template, export.json (provenance)
-Run     python -m stages.export --variant sft --out exports/sft [--dtype bfloat16]
+Run     python -m stages.tools.export --variant sft --out exports/sft [--dtype bfloat16]
 
 The base is reloaded in full precision for merging (bfloat16 by default, float32 on
 request), never in 4-bit: merging into quantized weights would bake the rounding in.
@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from stages.config import TRAINED, ModelConfig, PathsConfig, Strict, load, run_stage
-from stages.io import atomic_dir, git_sha, sha256_dir, write_json
-from stages.modeling import load_tokenizer, load_variant, read_base_json
+from stages.core.io import atomic_dir, git_sha, sha256_dir, write_json
+from stages.models.modeling import load_tokenizer, load_variant, read_base_json
 
 
 class ExportStage(Strict):

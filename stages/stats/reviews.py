@@ -1,6 +1,6 @@
 """Blind A/B judgments (data/reviews/<suite>-<a>-vs-<b>.jsonl): reading, checking, statistics.
 
-stages/review.py writes the files, one line per choice; summary reads them through
+stages/tools/review.py writes the files, one line per choice; summary reads them through
 `review_summary`. A line is {"id", "a", "b", "winner": "a"|"b"|"tie", "reviewer", "time"}.
 
 Per item the verdict is its reviewers' majority (a tie when they split evenly), so an item
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.config import REVIEWS_DIR
-from stages.io import DataError, read_jsonl_lines
+from stages.core.io import DataError, read_jsonl_lines
 
 __all__ = ["REVIEWS_DIR", "review_summary", "read_judgments", "review_file"]
 KEYS = ("id", "a", "b", "winner", "reviewer", "time")
@@ -38,7 +38,7 @@ def parse_name(path: Path, suites: tuple[str, ...], variants: tuple[str, ...]) -
     match = FILE_NAME.match(path.name)
     if not match:
         raise DataError(f"{path}: not a review file name; name it <suite>-<a>-vs-<b>.jsonl "
-                        "(python -m stages.review writes them)")
+                        "(python -m stages.tools.review writes them)")
     suite, a, b = match["suite"], match["a"], match["b"]
     if suite not in suites:
         raise DataError(f"{path}: unknown suite {suite!r}; known: {', '.join(suites)}")

@@ -4,7 +4,7 @@ Reads   params.yaml (paths.metrics), metrics/tasks/<a>/<suite>.jsonl and <b>/<su
         (the replies eval wrote), data/reviews/<suite>-<a>-vs-<b>.jsonl (earlier choices)
 Writes  one line per choice to data/reviews/<suite>-<a>-vs-<b>.jsonl:
         {"id", "a", "b", "winner": "a"|"b"|"tie", "reviewer", "time"}
-Run     python -m stages.review --suite code --a base --b sft [--n 100] [--seed 0]
+Run     python -m stages.tools.review --suite code --a base --b sft [--n 100] [--seed 0]
         [--reviewer NAME] [--port 0]     # prints the address; Ctrl-C stops it
 
 One probe at a time: the prompt, then the two replies side by side, which variant is left
@@ -42,8 +42,8 @@ from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
 
 from stages.config import PARAMS_FILE, REVIEWS_DIR, PathsConfig, Suite, Variant, read_params
-from stages.io import DataError, MissingInput, UserError, read_jsonl
-from stages.reviews import judged_rows, read_judgments, review_file
+from stages.core.io import DataError, MissingInput, UserError, read_jsonl
+from stages.stats.reviews import judged_rows, read_judgments, review_file
 
 FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 STYLE = HtmlFormatter(style="default").get_style_defs(".highlight")

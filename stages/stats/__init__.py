@@ -1,0 +1,1 @@
+"""Floor 2: the paired statistics behind every verdict (ours, hand-written)."""

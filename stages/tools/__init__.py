@@ -1,0 +1,1 @@
+"""Floor 5: commands a user runs by hand (python -m stages.tools.<name>)."""

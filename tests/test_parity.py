@@ -62,6 +62,35 @@ def test_our_scorer_agrees_with_evalplus_on_canonical_solutions(tmp_path):
     assert score_vs_evalplus.compare(ours, theirs) == []
 
 
+# Replies both scorers must fail, each in its own way: a wrong value, an exception, a syntax
+# error and a reply that never returns (the time limit). Forgeries are not here: evalplus
+# passes many of them, which is why ours differs (tests/test_forgery.py).
+BROKEN = {1: "    return None\n", 2: "    raise ValueError('no')\n", 3: "    return (\n",
+          4: "    while True:\n        pass\n"}
+
+
+def test_both_scorers_fail_the_same_broken_replies(tmp_path):
+    need_module("evalplus")
+    need_sandbox()
+    full = need(DATASETS / "humanevalplus" / "HumanEvalPlus-v0.1.10.jsonl")
+    lines = full.read_text().splitlines(keepends=True)[:6]
+    subset = tmp_path / "HumanEvalPlus-first6.jsonl"
+    subset.write_text("".join(lines))
+    samples = tmp_path / "samples.jsonl"
+    with samples.open("w") as f:
+        for i, line in enumerate(lines):
+            task = json.loads(line)
+            body = BROKEN.get(i, task["canonical_solution"])
+            f.write(json.dumps({"task_id": task["task_id"], "solution": task["prompt"] + body})
+                    + "\n")
+    args = argparse.Namespace(dataset="humaneval+", dataset_path=subset)
+    _, ours = score_vs_evalplus.run_ours(args, samples, tmp_path / "ours")
+    _, theirs = score_vs_evalplus.run_evalplus(args, samples, tmp_path / "evalplus", None)
+    broken = {json.loads(lines[i])["task_id"] for i in BROKEN}
+    assert {t for t, (base, _) in ours.items() if base != "pass"} == broken
+    assert score_vs_evalplus.compare(ours, theirs) == []
+
+
 def test_our_lm_eval_suite_agrees_with_the_lm_eval_cli(tmp_path, monkeypatch):
     need_module("lm_eval")
     data = need(DATASETS / "benchmarks")

@@ -37,7 +37,6 @@ from stages.core.runinfo import run_info
 from stages.models.modeling import load_base_model, load_tokenizer, read_base_json
 from stages.models.training import (
     Meter,
-    adapter_provenance,
     checkpoint_dir,
     explain_oom,
     file_fingerprint,
@@ -48,6 +47,7 @@ from stages.models.training import (
     precision_flags,
     remove_checkpoints,
     write_plots,
+    write_provenance,
 )
 
 DPO_MEMORY_KNOBS = ("-S dpo.batch_size=<smaller>, -S dpo.max_length=<shorter> (DPO holds a "
@@ -121,8 +121,7 @@ def main(cfg: DpoStage | None = None) -> dict:
     with atomic_dir(cfg.paths.model_dir("dpo")) as out:
         # Only the trained adapter: TRL's frozen "ref" copy is the SFT adapter we started from.
         trainer.model.save_pretrained(out, selected_adapters=["default"])
-        write_json(out / "provenance.json",
-                   adapter_provenance(cfg, data_file, str(cfg.paths.model_dir("sft")), metrics))
+        write_provenance(out, cfg, data_file, str(cfg.paths.model_dir("sft")), metrics)
     write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "dpo")
     write_json(Path(cfg.paths.metrics) / "dpo.json", {"dpo": metrics, "run": run_info()})
     remove_checkpoints(checkpoints)

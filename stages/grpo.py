@@ -38,7 +38,6 @@ from stages.core.runinfo import run_info
 from stages.models.modeling import load_base_model, load_tokenizer
 from stages.models.training import (
     Meter,
-    adapter_provenance,
     checkpoint_dir,
     last_logged,
     logged,
@@ -46,6 +45,7 @@ from stages.models.training import (
     precision_flags,
     remove_checkpoints,
     write_plots,
+    write_provenance,
 )
 from stages.sandbox.execute import require_sandbox
 from stages.suites.identity import identity_ok
@@ -131,9 +131,8 @@ def main(cfg: GrpoStage | None = None) -> dict:
     with atomic_dir(cfg.paths.model_dir("grpo")) as out:
         # Only the trained adapter: TRL's frozen "ref" copy is the SFT adapter we started from.
         trainer.model.save_pretrained(out, selected_adapters=["default"])
-        write_json(out / "provenance.json",
-                   adapter_provenance(cfg, curated / "code_tasks.jsonl",
-                                      str(cfg.paths.model_dir("sft")), metrics))
+        write_provenance(out, cfg, curated / "code_tasks.jsonl", str(cfg.paths.model_dir("sft")),
+                         metrics)
     write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "grpo")
     write_json(Path(cfg.paths.metrics) / "grpo.json", {"grpo": metrics, "run": run_info()})
     remove_checkpoints(checkpoints)

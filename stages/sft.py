@@ -44,7 +44,6 @@ from stages.models.training import (
     LoraGradNorms,
     Meter,
     adapter_megabytes,
-    adapter_provenance,
     checkpoint_dir,
     explain_oom,
     file_fingerprint,
@@ -57,6 +56,7 @@ from stages.models.training import (
     precision_flags,
     remove_checkpoints,
     write_plots,
+    write_provenance,
 )
 
 PLOTTED = {"loss": "train/loss", "eval_loss": "val/loss", "learning_rate": "train/lr",
@@ -155,8 +155,7 @@ def train_phase(cfg: SftStage, name: str) -> dict:
                 shutil.copy2(file, out / file.name)
             metrics["adapter_mb"] = adapter_megabytes(out)
             parent = None if phase.init == "base" else str(cfg.paths.model_dir(phase.init))
-            write_json(out / "provenance.json",
-                       adapter_provenance(cfg, train_file, parent, metrics))
+            write_provenance(out, cfg, train_file, parent, metrics)
         write_plots(history, PLOTTED, Path(cfg.paths.metrics) / "sft" / name)
         write_json(Path(cfg.paths.metrics) / "sft" / f"{name}.json",
                    {"sft": {name: metrics}, "run": run_info()})

@@ -372,3 +372,25 @@ def test_out_of_memory_names_the_knobs_that_lower_memory(capsys):
     for knob in ("sft.per_device_batch_size", "sft.max_length", "sft.gradient_checkpointing",
                  "sft=qlora"):
         assert knob in message
+
+
+def test_the_adapter_config_is_written_the_same_whatever_the_hash_seed(pipeline):
+    """peft writes target_modules from a set: two processes with other string hash seeds wrote
+    the same weights under two dvc hashes. The written file is sorted, so it is one file."""
+    import json
+
+    from stages.models.training import write_provenance
+
+    _, params = pipeline
+    cfg = stage_cfg(SftStage, params)
+    out = Path(cfg.paths.model_dir("sft"))
+    written = (out / "adapter_config.json").read_text()
+    config = json.loads(written)
+    assert config["target_modules"] == sorted(config["target_modules"])
+    # Shuffle it as another hash seed would, write again: the same bytes come back.
+    config["target_modules"] = sorted(config["target_modules"], reverse=True)
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    provenance = json.loads((out / "provenance.json").read_text())
+    write_provenance(out, cfg, Path(provenance["data_file"]), provenance["parent_adapter"],
+                     provenance["metrics"])
+    assert (out / "adapter_config.json").read_text() == written

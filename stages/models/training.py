@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from stages.config import ConfigError, StageError
-from stages.core.io import atomic_dir, sha256_dir, sha256_file
+from stages.core.io import atomic_dir, sha256_dir, sha256_file, write_json
 from stages.models.modeling import read_base_json
 
 
@@ -213,15 +213,23 @@ RUN_TO_RUN = frozenset({"train_s", "tokens_per_s", "resumed_from_step", "peak_me
                         "peak_memory_kind"})
 
 
-def adapter_provenance(cfg, data_file: Path, parent: str | None, metrics: dict) -> dict:
-    """provenance.json of an adapter: what it was trained from and on, and the figures of
-    the run that the same weights always have (no RUN_TO_RUN figures, no commit)."""
+def write_provenance(out: Path, cfg, data_file: Path, parent: str | None, metrics: dict) -> None:
+    """provenance.json of the adapter in `out`: what it was trained from and on, and the
+    figures of the run that the same weights always have (no RUN_TO_RUN figures, no commit).
+    Also steadies peft's adapter_config.json, whose target_modules peft writes from a set, in
+    an order that changes with the process's string hash seed: the same weights must hash the
+    same for DVC."""
+    config_file = out / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     base = read_base_json(cfg.paths.model_dir("base"))
-    return {
+    write_json(out / "provenance.json", {
         "base": {k: base[k] for k in ("source", "hub_id", "revision", "local_dir", "init")},
         "parent_adapter": parent,
         "data_file": str(data_file),
         "data_sha256": sha256_file(data_file),
         "config": cfg.model_dump(),
         "metrics": {k: v for k, v in metrics.items() if k not in RUN_TO_RUN},
-    }
+    })

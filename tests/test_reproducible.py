@@ -154,3 +154,37 @@ def test_the_instruction_set_is_pinned_only_where_the_cpu_has_avx2(tmp_path):
     without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")
     assert has_avx2(str(with_it)) and not has_avx2(str(without))
     assert not has_avx2(str(tmp_path / "missing"))
+
+
+STARTUP = """
+import json, sys
+import stages
+from stages.core.numerics import pin_torch
+from stages.models.modeling import load_variant
+from stages.config.paths import PathsConfig
+pin_torch()
+import torch
+model = load_variant(PathsConfig(**json.loads(sys.argv[1])), "sft", "float32")
+loaded = {m: m in sys.modules for m in ("bitsandbytes", "torch._inductor.compile_fx")}
+import bitsandbytes  # the block that hid it has ended: importable again
+print(json.dumps({**loaded, "deterministic": torch.are_deterministic_algorithms_enabled(),
+                  "lora": type(model.base_model.model.model.layers[0].self_attn.q_proj).__module__}))
+"""
+
+
+def test_an_eval_process_loads_an_adapter_without_bitsandbytes(pipeline):
+    """Loading an adapter on CPU loads neither bitsandbytes nor the compiler it starts
+    (torch.compile of its CPU kernels at import): about 1 s of every eval process. The LoRA
+    layers are peft's plain ones, deterministic algorithms stay on, and bitsandbytes can be
+    imported once the adapter is loaded."""
+    import subprocess
+    import sys
+
+    _, params = pipeline
+    paths = params["paths"]
+    done = subprocess.run([sys.executable, "-c", STARTUP, json.dumps(paths)],
+                          capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got == {"bitsandbytes": False, "torch._inductor.compile_fx": False,
+                   "deterministic": True,
+                   "lora": "peft.tuners.lora.layer"}

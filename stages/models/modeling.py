@@ -7,8 +7,10 @@ hub at a pinned revision for `hub`), and every later stage loads the base from t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -273,14 +275,33 @@ def load_variant(paths, variant: str, dtype: str, dev: torch.device | None = Non
     """Base model with the variant's adapter applied (none for `base`), in eval mode."""
     model = load_base_model(paths.model_dir("base"), dtype, dev)
     if variant != "base":
-        from peft import PeftModel
-
         adapter = paths.model_dir(variant)
         if not (adapter / "adapter_config.json").exists():
             raise MissingInput(f"no adapter in {adapter}; run `dvc repro {variant}` first")
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with without_bitsandbytes():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def without_bitsandbytes():
+    """peft imports bitsandbytes whenever it is installed (at import, and again as it wraps
+    each layer), and bitsandbytes compiles its CPU kernels with torch.compile as it is
+    imported, which loads torch's compiler: about 1.1 s of every eval process (profiled), for
+    the one library here that only a 4-bit model uses, and 4-bit needs CUDA
+    (require_cuda_for_4bit). Without CUDA, and while bitsandbytes is not loaded yet, the block
+    sees it as not installed."""
+    if torch.cuda.is_available() or "bitsandbytes" in sys.modules:
+        yield
+        return
+    sys.modules["bitsandbytes"] = None  # `import bitsandbytes` fails; find_spec says absent
+    try:
+        yield
+    finally:
+        del sys.modules["bitsandbytes"]
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -76,6 +76,13 @@ ENTRIES: tuple[Benchmark, ...] = (
               f"--dataset-path {HUMANEVALPLUS} --tasks 48 --threads 1 --no-evalplus",
               "generation throughput against plain and continuous-batching transformers",
               inputs=(HUMANEVALPLUS,)),
+    # the same at the stages' own two threads (stages.core.numerics), on an idle machine: one
+    # busy process elsewhere stalls two torch threads at every op of the tiny model
+    Benchmark("generation_bench-2threads", "generation_bench",
+              f"--dataset-path {HUMANEVALPLUS} --tasks 48 --threads 2 --no-evalplus "
+              "--json benchmarks/results/generation_bench-2threads.json",
+              "generation throughput at the stages' two threads (idle machine)",
+              inputs=(HUMANEVALPLUS,)),
     Benchmark("eval_bench", "eval_bench", "--before 3472e34 --variants base sft dpo "
               "--repeats 2 --threads 1", "eval stages' wall time before and after a commit"),
     Benchmark("score_vs_evalplus-humanevalplus", "score_vs_evalplus",

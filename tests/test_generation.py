@@ -90,6 +90,35 @@ def test_every_batching_gives_the_same_greedy_tokens(tiny):
     assert cb.tokens == cost.tokens and cb.ttft_s > 0
 
 
+@pytest.mark.parametrize("prompts, shared", [
+    ([[5, 6, 7, 8], [5, 6, 9]], 2),  # the common opening
+    ([[5, 6], [5, 6, 7]], 1),  # a prompt keeps its last token, whose logits choose the reply
+    ([[5, 6, 7], [8, 6, 7]], 0),  # nothing in common
+    ([[5, 6, 7]], 0),  # one prompt: nothing to share
+])
+def test_the_shared_prefix_is_what_every_prompt_begins_with(tiny, prompts, shared):
+    import torch
+
+    from stages.generation.hf import shared_prefix
+
+    model = tiny[2]
+    n, layers = shared_prefix(model, prompts, torch.device("cpu"))
+    assert n == shared
+    assert len(layers) == (model.config.num_hidden_layers if shared else 0)
+    assert all(k.shape[-2] == shared for k, _ in layers)
+
+
+def test_the_prompts_of_the_tests_share_a_prefix(tiny):
+    """The batching tests above exercise prefills that start from the shared keys and values:
+    their prompts share the chat template's opening and the system prompt."""
+    import torch
+
+    from stages.generation.hf import shared_prefix
+
+    _, _, model, prompts = tiny
+    assert shared_prefix(model, prompts, torch.device("cpu"))[0] > 10
+
+
 def test_the_repetition_penalty_is_applied_as_generate_applies_it(tiny):
     """One unpadded prompt at a time, plain generate sees exactly the row's own tokens, so
     its penalised replies are what ours must give at any batch size; the penalty changes

@@ -79,8 +79,7 @@ ENTRIES: tuple[Benchmark, ...] = (
     # the same at the stages' own two threads (stages.core.numerics), on an idle machine: one
     # busy process elsewhere stalls two torch threads at every op of the tiny model
     Benchmark("generation_bench-2threads", "generation_bench",
-              f"--dataset-path {HUMANEVALPLUS} --tasks 48 --threads 2 --no-evalplus "
-              "--json benchmarks/results/generation_bench-2threads.json",
+              f"--dataset-path {HUMANEVALPLUS} --tasks 48 --threads 2 --no-evalplus",
               "generation throughput at the stages' two threads (idle machine)",
               inputs=(HUMANEVALPLUS,)),
     Benchmark("eval_bench", "eval_bench", "--before 3472e34 --variants base sft dpo "

@@ -116,9 +116,18 @@ def test_only_the_missing_kernels_package_warning_is_dropped():
     import stages  # noqa: F401  (installs the filter)
 
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert logger.filters, "no filter on bitsandbytes' logger"
     absent = ModuleNotFoundError("No module named 'kernels'", name="kernels")
     assert not any(f.filter(_bnb_record(absent)) for f in logger.filters)
     broken = RuntimeError("kernels-community: version 1 has no gemm_4bit_forward")
     assert all(f.filter(_bnb_record(broken)) for f in logger.filters)
     other = logging.LogRecord(logger.name, logging.WARNING, "ops.py", 1, "something else", (), None)
     assert all(f.filter(other) for f in logger.filters)
+
+
+def test_a_process_that_imports_stages_loads_bitsandbytes_quietly():
+    """End to end: bitsandbytes, imported after stages (as trl and peft import it in every
+    training stage), prints nothing about the missing `kernels` package."""
+    done = subprocess.run([sys.executable, "-c", "import stages, bitsandbytes"],
+                          capture_output=True, text=True, check=True)
+    assert "kernels" not in done.stderr and "kernels" not in done.stdout

@@ -94,9 +94,7 @@ ENTRIES: tuple[Benchmark, ...] = (
               "parity: stages.score's per-task verdicts and wall time against evalplus.evaluate",
               inputs=(MBPPPLUS,)),
     Benchmark("rerun_bench", "rerun_bench", "",
-              "what dvc exp run reruns when one param changes, and restores when it goes back",
-              stale="its notes name -S sft.epochs=1, a key the schema rejects since sft's "
-                    "phases (now sft.phases.main.epochs, what rerun_bench.py runs): rerun it"),
+              "what dvc exp run reruns when one param changes, and restores when it goes back"),
     Benchmark("numerics_bench", "numerics_bench", "--steps 30",
               "which CPU settings change the tiny base's weights, and what pinning costs"),
     Benchmark("train_bench-ours-vs-plain", "train_bench",

@@ -41,14 +41,10 @@ class Benchmark:
     so, and tests/test_benchmarks.py fails once the reason is gone or another one appears."""
     not_run: str = ""
     """Why there is no record yet (the page lists it under "Not run yet")."""
-    script: str = ""
-    """Why it still runs as `python benchmarks/<module>.py`, a script that imports record.py
-    beside it, instead of as a module of this package."""
 
     @property
     def command(self) -> str:
-        run = [f"benchmarks/{self.module}.py"] if self.script else ["-m", f"benchmarks.{self.module}"]
-        return " ".join(["python", *run, *self.args.split()])
+        return " ".join(["python", "-m", f"benchmarks.{self.module}", *self.args.split()])
 
     @property
     def record(self) -> Path:
@@ -117,10 +113,7 @@ ENTRIES: tuple[Benchmark, ...] = (
               "coverage of the paired 95% CIs the summary reports"),
     # README.md's sweep table (benchmarks/figures.py renders it from this record).
     Benchmark("sweep", "sweep", "sft.lora.r=8,16,32",
-              "a dvc exp run sweep's judged scores and verdicts",
-              script="README.md's sweep table names benchmarks/sweep.py among the paths it "
-                     "measures; any edit to it makes the table stale until the sweep (11 min "
-                     "on two cores) is rerun, so it moves to the package with that rerun"),
+              "a dvc exp run sweep's judged scores and verdicts"),
     Benchmark("sandbox_bench", "sandbox_bench", f"--humaneval {HUMANEVALPLUS}",
               "scoring in warm sandboxes before and after issue 22; forgeries passed",
               inputs=(HUMANEVALPLUS,)),

@@ -1,9 +1,9 @@
 """A parameter sweep as README.md shows it: one `dvc exp run` per value in a fresh clone, then
 each experiment's swept value and judged scores with their verdicts, from `dvc exp show --json`.
 
-    python benchmarks/sweep.py sft.lora.r=8,16,32
-    python benchmarks/sweep.py sft.lora.r=8,16,32 -S eval.limit=3      # with fixed overrides
-    python benchmarks/sweep.py sft.lora.r=8,16,32 --from-json exps.json  # a sweep run by hand
+    python -m benchmarks.sweep sft.lora.r=8,16,32
+    python -m benchmarks.sweep sft.lora.r=8,16,32 -S eval.limit=3      # with fixed overrides
+    python -m benchmarks.sweep sft.lora.r=8,16,32 --from-json exps.json  # a sweep run by hand
 
 Clones the committed HEAD into a temporary directory (no DVC cache, so the first run also
 builds base and curate; uncommitted changes are not in the clone) and runs
@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import record
+from benchmarks import record
 
 METRICS = "code.pass@1,identity.consistency,knowledge.accuracy"
 

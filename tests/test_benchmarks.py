@@ -129,7 +129,7 @@ def test_every_record_has_an_entry():
 @pytest.mark.parametrize("script", scripts())
 def test_every_script_can_write_its_record_elsewhere(script):
     entry = next(e for e in entries.ENTRIES if e.module == script)
-    run = entry.command.split()[1:3] if not entry.script else entry.command.split()[1:2]
+    run = entry.command.split()[1:3]
     done = subprocess.run([sys.executable, *run, "--help"], cwd=REPO,
                           capture_output=True, text=True, check=True)
     assert "--json" in done.stdout

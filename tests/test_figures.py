@@ -188,7 +188,7 @@ def test_the_sweep_table_is_what_dvc_exp_show_says(tmp_path):
     shown = tmp_path / "exps.json"
     shown.write_text(json.dumps(EXP_SHOW))
     out = tmp_path / "sweep.json"
-    subprocess.run([sys.executable, "benchmarks/sweep.py", "sft.lora.r=8,16,32", "--metrics",
+    subprocess.run([sys.executable, "-m", "benchmarks.sweep", "sft.lora.r=8,16,32", "--metrics",
                     "code.pass@1,knowledge.accuracy", "--from-json", str(shown),
                     "--json", str(out)], cwd=REPO, check=True, capture_output=True)
     rec = json.loads(out.read_text())

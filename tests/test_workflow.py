@@ -250,8 +250,9 @@ def test_ci_run_builds_the_report_as_the_workflow_does(tmp_path):
     done = run_report_block(tmp_path)
     assert done.returncode == 0 and "stages/tools/report.py does not exist" in done.stdout
 
-    stub = tmp_path / "stages"
-    stub.mkdir()
+    stub = tmp_path / "stages" / "tools"
+    stub.mkdir(parents=True)
+    (stub.parent / "__init__.py").write_text("")
     (stub / "__init__.py").write_text("")
     (stub / "report.py").write_text(
         "import sys, pathlib\n"

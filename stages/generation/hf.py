@@ -104,11 +104,11 @@ def rolling(model, prompts: list[list[int]], decoding: Decoding, batch_size: int
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
-    skip, shared = shared_prefix(model, prompts, dev)
     queue = deque(sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
     out: list[list[int]] = [[] for _ in prompts]
     ends = set(decoding.end_token_ids)
-    began = time.perf_counter()
+    began = time.perf_counter()  # the shared prefill counts: time to first token, tokens/s
+    skip, shared = shared_prefix(model, prompts, dev)
     progress = tqdm(total=len(prompts), desc=desc, unit="reply", leave=False)
 
     def done(r: Row) -> None:
@@ -188,7 +188,8 @@ def rolling(model, prompts: list[list[int]], decoding: Decoding, batch_size: int
 
 def shared_prefix(model, prompts: list[list[int]], dev) -> tuple[int, list]:
     """The tokens that every prompt of the call begins with (the chat template's opening, the
-    system prompt, a shared instruction: 46 of HumanEval+'s 207 on average), and their keys
+    system prompt, a shared instruction: 46 tokens of the 207 that 48 HumanEval+ prompts
+    average in the tiny model's tokenizer), and their keys
     and values per layer, computed once; each prompt's prefill then starts from a copy of
     them. Every prompt keeps at least its last token, whose logits choose the first reply
     token. (0, []) for a single prompt or none shared."""

@@ -223,7 +223,7 @@ def write_provenance(out: Path, cfg, data_file: Path, parent: str | None, metric
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(config_file, config)  # peft writes its keys sorted: read and kept in that order
     base = read_base_json(cfg.paths.model_dir("base"))
     write_json(out / "provenance.json", {
         "base": {k: base[k] for k in ("source", "hub_id", "revision", "local_dir", "init")},

@@ -24,6 +24,7 @@ import math
 import re
 
 from stages.config import IdentityConfig
+from stages.data.cleaning import python_parses
 from stages.generation.common import FENCE, extract_code
 from stages.sandbox.execute import MEMORY_BYTES, SampleFailed, remote_session, run_many
 from stages.suites.identity import identity_ok
@@ -83,11 +84,7 @@ def format_rewards(kinds: list[str], replies: list[str]) -> list[float | None]:
 
 
 def parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return bool(code.strip())
+    return bool(code.strip()) and python_parses(code)
 
 
 # ---- the hidden check's edge cases --------------------------------------------------------

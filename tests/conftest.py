@@ -19,6 +19,22 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers():
+    """The warm servers the tests' eval stages start (stages.warm) live in a folder of this
+    session's, and are stopped when it ends rather than idling on after it."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="warm-")  # short: a socket's path has 107 bytes
+    os.environ["STAGES_WARM_DIR"] = folder
+    yield
+    subprocess.run([sys.executable, "-m", "stages.warm", "--stop"], timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def repo_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from stages.config import ArchConfig, ConfigError, ModelConfig
+from stages.core import numerics
 from stages.core.io import MissingInput
 
 BASE_JSON = "base.json"
@@ -284,6 +285,20 @@ def load_variant(paths, variant: str, dtype: str, dev: torch.device | None = Non
             model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model
+
+
+def preload() -> None:
+    """Import what loading a model and its tokenizer imports lazily, for a warm server
+    (stages.warm) to import once: transformers' auto classes, the Qwen2 and Qwen3 modeling
+    code (the replicas' and the real checkpoints' architectures), and peft as load_variant
+    imports it."""
+    import transformers.models.qwen2.modeling_qwen2  # noqa: F401
+    import transformers.models.qwen3.modeling_qwen3  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    with without_bitsandbytes():
+        import peft  # noqa: F401
+    numerics.preload()
 
 
 @contextlib.contextmanager

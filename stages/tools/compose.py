@@ -105,6 +105,17 @@ def params_problem(text: str, out: Path) -> str | None:
 PROGRAM_ROOT = Path("stages/sandbox")
 
 
+# `python -m stages.eval ...`, or `python -m stages.warm eval ...` (the same stage run as a
+# child of a server that has its libraries imported: stages/warm.py)
+COMMAND = re.compile(r"python -m stages\.(?:(warm) )?(\w+)")
+
+
+def command_modules(match: re.Match, root: Path) -> set[str]:
+    """stages/ files a dvc.yaml command runs: its stage's, and the launcher's where it has one."""
+    launcher, module = match.groups()
+    return stage_modules(module, root) | (stage_modules(launcher, root) if launcher else set())
+
+
 def stage_modules(module: str, root: Path = Path("."), seen: set[str] | None = None) -> set[str]:
     """stages/ files `module` (dotted, under stages/) imports, directly or through other stages
     modules, and the .py files they name as strings, next to them or under PROGRAM_ROOT
@@ -168,12 +179,13 @@ def dvc_yaml_problems(params: dict[str, Any], dvc_yaml: Path = DVC_YAML,
     problems = []
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # foreach / matrix stages
-        match = re.match(r"python -m stages\.(\w+)", stage["cmd"])
+        match = COMMAND.match(stage["cmd"])
         if not match:
-            problems.append(f"{name}: cmd {stage['cmd']!r} is not `python -m stages.<module>`")
+            problems.append(f"{name}: cmd {stage['cmd']!r} is not `python -m stages.<module>` "
+                            "(or `python -m stages.warm <module>`)")
             continue
         deps = stage.get("deps", [])
-        missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
+        missing = sorted(m for m in command_modules(match, root) if not covered(m, deps))
         if missing:
             problems.append(f"{name}: deps lack {missing} (code the stage imports; "
                             "`python -m stages.tools.compose --write-dvc` adds them)")
@@ -292,13 +304,13 @@ def code_deps(stage: dict[str, Any], items: list[tuple[str, str | None]], indent
               root: Path) -> list[str]:
     """A deps list's lines, its stages/ entries brought in step with the stage's imports."""
     stage = stage.get("do", stage)
-    match = re.match(r"python -m stages\.(\w+)", stage["cmd"])
+    match = COMMAND.match(stage["cmd"])
     kept = [(x, e) for x, e in items
             if e is None or not e.startswith("stages/") or (root / e).exists()]
     if not match:
         return [x for x, _ in kept]
     deps = [e for _, e in kept if e is not None]
-    missing = sorted(m for m in stage_modules(match.group(1), root) if not covered(m, deps))
+    missing = sorted(m for m in command_modules(match, root) if not covered(m, deps))
     last = max((n for n, (_, e) in enumerate(kept) if e and e.startswith("stages/")), default=-1)
     lines = [x for x, _ in kept]
     return lines[:last + 1] + [f"{indent}- {m}\n" for m in missing] + lines[last + 1:]

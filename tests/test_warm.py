@@ -1,0 +1,213 @@
+"""stages.warm: a stage run as a child of a warm server writes what a fresh process writes,
+fails as it fails, and dies with its caller; the server is one per code, environment and
+directory, and leaves when idle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, workspace
+from stages import warm
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment for a caller: its own socket folder, so that the test's servers are
+    its own, all of them stopped afterwards."""
+    run = Path(tempfile.mkdtemp(prefix="warm-"))  # short: a socket's path has 107 bytes
+    env = {**os.environ, "STAGES_WARM_DIR": str(run)}
+    env.pop("STAGES_WARM", None)
+    yield env
+    subprocess.run([sys.executable, "-m", "stages.warm", "--stop"], env=env, timeout=60)
+    shutil.rmtree(run)
+
+
+def stage(cwd: Path, env: dict, *argv: str, warm_: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.warm", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=600,
+                          env={**env, "STAGES_WARM": "1" if warm_ else "0"})
+
+
+def logs(env: dict) -> str:
+    return "".join(p.read_text() for p in Path(env["STAGES_WARM_DIR"]).rglob("*.log"))
+
+
+def eval_dir(pipeline, tmp_path: Path, name: str) -> Path:
+    """A directory whose params.yaml is the tiny pipeline's, with metrics of its own."""
+    where = tmp_path / name
+    where.mkdir()
+    params = workspace(pipeline, where)
+    params["paths"]["models"] = str(pipeline[0] / "models")
+    (where / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return where
+
+
+@pytest.mark.parametrize("suite", ["code", "perplexity"])
+def test_a_warm_child_writes_what_a_fresh_process_writes(pipeline, tmp_path, env, suite):
+    """The same eval three ways: in its own process (STAGES_WARM=0), as the call that starts
+    the server, and as a second call the same server forks: the tasks file and the metrics
+    are the same bytes."""
+    cold, hot = eval_dir(pipeline, tmp_path, "cold"), eval_dir(pipeline, tmp_path, "hot")
+    argv = ("eval", "--variant", "sft", "--suite", suite)
+    done = stage(cold, env, *argv, warm_=False)
+    assert done.returncode == 0, done.stderr
+    assert "STAGES_WARM=0; running `python -m stages.eval` in this process" in done.stderr
+    want = {kind: (cold / "metrics" / kind / "sft" / f"{suite}.{ext}").read_bytes()
+            for kind, ext in (("tasks", "jsonl"), ("eval", "json"))}
+    for _ in range(2):
+        done = stage(hot, env, *argv)
+        assert done.returncode == 0, done.stderr
+        assert f"eval sft/{suite} in" in done.stdout  # the child's stdout is the caller's
+        for kind, ext in (("tasks", "jsonl"), ("eval", "json")):
+            assert (hot / "metrics" / kind / "sft" / f"{suite}.{ext}").read_bytes() == want[kind]
+        (hot / "metrics" / "tasks" / "sft" / f"{suite}.jsonl").unlink()
+    served = logs(env)
+    assert served.count("serving stages.eval") == 1, served  # one server took both calls
+    assert served.count("exited 0") == 2, served
+
+
+def test_a_failing_stage_fails_the_call_with_its_own_message(pipeline, tmp_path, env):
+    where = eval_dir(pipeline, tmp_path, "bad")
+    fresh = stage(where, env, "eval", "--variant", "nope", "--suite", "code", warm_=False)
+    for _ in range(2):
+        done = stage(where, env, "eval", "--variant", "nope", "--suite", "code")
+        assert done.returncode == fresh.returncode == 2  # argparse's, through SystemExit
+        assert "argument --variant: invalid choice: 'nope'" in done.stderr
+        assert done.stderr.strip().splitlines()[-1] == fresh.stderr.strip().splitlines()[-1]
+    assert logs(env).count("exited 2") == 2
+
+
+@pytest.fixture
+def package_copy(tmp_path):
+    """A copy of the stages package with one more module, `nap`, that writes its pid and
+    sleeps: a stage that runs until it is stopped."""
+    root = tmp_path / "copy"
+    shutil.copytree(REPO / "stages", root / "stages",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "stages" / "nap.py").write_text(
+        "import os\nimport sys\nimport time\nfrom pathlib import Path\n\n"
+        "if __name__ == '__main__':\n"
+        "    Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+        "    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 120)\n", encoding="utf-8")
+    return root
+
+
+def test_a_caller_killed_takes_its_child_with_it(package_copy, env, tmp_path):
+    pid_file = tmp_path / "nap.pid"
+    caller = subprocess.Popen([sys.executable, "-m", "stages.warm", "nap", str(pid_file)],
+                              cwd=package_copy, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        assert caller.poll() is None, caller.stderr.read()
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert child != caller.pid  # it runs in the server's child, not in the caller
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+    assert "exited -15" in logs(env)  # SIGTERM from the server
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return status != "Z"
+
+
+def test_an_idle_server_leaves(package_copy, env, tmp_path):
+    env = {**env, "STAGES_WARM_IDLE_S": "1"}
+    done = subprocess.run([sys.executable, "-m", "stages.warm", "nap", str(tmp_path / "p"),
+                           "0"], cwd=package_copy, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sockets = lambda: list(Path(env["STAGES_WARM_DIR"]).rglob("*.sock"))  # noqa: E731
+    assert sockets()
+    deadline = time.monotonic() + 30
+    while sockets() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "serving stages.nap" in logs(env) and not sockets()
+
+
+def test_the_socket_is_named_for_the_code_the_environment_and_the_directory(
+        package_copy, monkeypatch):
+    monkeypatch.setattr(warm, "PACKAGE", package_copy / "stages")
+    monkeypatch.chdir(package_copy)
+    first = warm.start_key("eval")
+    monkeypatch.setenv("PWD", "/elsewhere")  # the shell's, read by nothing
+    assert warm.start_key("eval") == first
+    monkeypatch.setenv("HF_HOME", "/somewhere")
+    assert warm.start_key("eval") != first
+    monkeypatch.delenv("HF_HOME")
+    assert warm.start_key("eval") == first
+    with open(package_copy / "stages" / "suites" / "code.py", "a", encoding="utf-8") as f:
+        f.write("# edited\n")
+    assert warm.start_key("eval") != first
+    monkeypatch.chdir(package_copy / "stages")
+    assert warm.start_key("eval") != first
+
+
+def test_where_it_cannot_serve_it_says_why_and_runs_the_stage_itself(package_copy, env,
+                                                                      tmp_path):
+    """A socket folder others can enter, and a server that dies importing: each call says
+    why in one line and runs the stage in its own process, which fails or passes on its own."""
+    open_dir = Path(env["STAGES_WARM_DIR"]) / f"stages-warm-{os.getuid()}"
+    open_dir.mkdir(mode=0o755)
+    open_dir.chmod(0o755)
+    caller = subprocess.Popen([sys.executable, "-m", "stages.warm", "nap", str(tmp_path / "p"),
+                               "0"], cwd=package_copy, env=env, stderr=subprocess.PIPE,
+                              text=True)
+    _, stderr = caller.communicate(timeout=300)
+    assert caller.returncode == 0
+    assert int((tmp_path / "p").read_text()) == caller.pid  # it ran in the caller (exec)
+    assert "must be a folder only you can enter" in stderr
+    shutil.rmtree(open_dir)
+
+    broken = package_copy / "stages" / "broken.py"
+    broken.write_text("import no_such_library_here\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "stages.warm", "broken"], cwd=package_copy,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "the server exited with 1 before it listened" in done.stderr
+    assert "No module named 'no_such_library_here'" in done.stderr
+
+
+def test_an_unknown_stage_is_named(capsys):
+    with pytest.raises(SystemExit):
+        warm.parse(["evaluate", "--variant", "sft"])
+    assert "stages/evaluate.py does not exist" in capsys.readouterr().err
+
+
+def test_a_server_that_dies_mid_stage_fails_the_call_and_ends_the_child(package_copy, env,
+                                                                         tmp_path):
+    """The stage had started, so the caller must not run it again: it ends the child and
+    exits 1 naming the log."""
+    pid_file = tmp_path / "nap.pid"
+    caller = subprocess.Popen([sys.executable, "-m", "stages.warm", "nap", str(pid_file)],
+                              cwd=package_copy, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    server = int(logs(env).split("(pid ")[1].split(")")[0])
+    os.kill(server, signal.SIGKILL)
+    _, stderr = caller.communicate(timeout=60)
+    assert caller.returncode == 1
+    assert "died while stages.nap ran in its child" in stderr
+    deadline = time.monotonic() + 30
+    while alive(int(pid_file.read_text())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(int(pid_file.read_text()))

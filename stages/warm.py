@@ -18,17 +18,22 @@ either way (tests/test_warm.py).
 A server serves one stage module for one combination of what the child would otherwise have
 started from, and its socket is named by a hash of exactly that: the Python executable and
 sys.path, the working directory, the environment (less PWD, OLDPWD, SHLVL and _), every file
-of the stages package, and the modification times of the site-packages folders on sys.path (an
-install or upgrade touches them). Editing the code, a param-free environment variable or an installed
-library therefore starts a new server; the old one exits after IDLE_S seconds without
-requests. The socket lives in a folder only its owner can enter, and the server serves only
-its own user.
+of the stages package, and the modification times of the site-packages folders on sys.path
+(an install or upgrade touches them). Editing the code, setting an environment variable or
+upgrading a library therefore starts a new server; the old one exits after
+STAGES_WARM_IDLE_S seconds (default IDLE_S) without a call. The sockets and each server's
+log live in STAGES_WARM_DIR (default $XDG_RUNTIME_DIR, else the temp folder), in a folder
+stages-warm-<uid> only its owner may enter; a server serves only its own user.
+
+What differs from a fresh process: warnings a library prints while it is imported go once to
+the server's log, not to each stage; `ps` shows the server's command line for the child.
 
 Where it does not apply, the call becomes `python -m stages.<module>` in the same process
 (exec), after one line on stderr saying why: STAGES_WARM=0, a platform other than Linux, an
 NVIDIA driver present (a process that has touched CUDA cannot fork a working child, and on
 a GPU the model, not the imports, is the cost), or a server that failed to start (the line
-names its log).
+names its log). A server that dies while its child runs a stage fails that call (exit 1)
+rather than running the stage twice.
 """
 
 from __future__ import annotations

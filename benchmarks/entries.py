@@ -17,11 +17,6 @@ HUMANEVALPLUS = "../shared/datasets/humanevalplus/HumanEvalPlus-v0.1.10.jsonl"
 MBPPPLUS = "../shared/datasets/mbppplus/MbppPlus-v0.2.0.jsonl"
 CODEALPACA = "../shared/datasets/codealpaca/code_alpaca_2k.json"
 BIGCODEBENCH = "../shared/datasets/benchmarks/bigcodebench/BigCodeBench.jsonl"
-# rerun_bench's overrides: the default pipeline takes the better part of an hour on two
-# shared cores; `python -m benchmarks.pipeline_bench` alone times that one.
-SHRUNK = ("-S model.train.steps=60 -S model.arch.hidden_size=64 -S model.arch.num_layers=2 "
-          "-S model.arch.intermediate_size=128 -S sft.phases.main.epochs=1 -S dpo.epochs=1 "
-          "-S eval.limit=3 -S eval.max_new_tokens=24")
 
 
 @dataclass(frozen=True)
@@ -62,8 +57,9 @@ def normalise(command: str) -> str:
 
 
 ENTRIES: tuple[Benchmark, ...] = (
-    Benchmark("pipeline_bench", "pipeline_bench", f"{SHRUNK} --threads 1",
-              "a fresh clone's dvc repro (shrunk), seconds per stage and in total"),
+    # against 9cee6e5, main before generation batching and warm eval stages (issue #25)
+    Benchmark("pipeline_bench", "pipeline_bench", "--before 9cee6e5",
+              "a fresh clone's dvc repro, seconds per stage and in total, against 9cee6e5's"),
     Benchmark("base_schedule", "base_schedule", "--steps 500 --threads 1",
               "the tiny base's steps against its capability bars"),
     Benchmark("curate_bench", "curate_bench", "--rows 100000 --full-rows 5000",

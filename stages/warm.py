@@ -17,7 +17,8 @@ either way (tests/test_warm.py).
 
 A server serves one stage module for one combination of what the child would otherwise have
 started from, and its socket is named by a hash of exactly that: the Python executable and
-sys.path, the working directory, the environment (less PWD, OLDPWD, SHLVL and _), every file
+sys.path, the working directory, the environment (less PWD, OLDPWD, SHLVL, _ and the DVC_STAGE that DVC sets per
+stage), every file
 of the stages package, and the modification times of the site-packages folders on sys.path
 (an install or upgrade touches them). Editing the code, setting an environment variable or
 upgrading a library therefore starts a new server; the old one exits after
@@ -58,7 +59,10 @@ IDLE_S = 300  # sft and dpo run between the base evals and the rest: minutes on 
 START_S = 300  # the longest a caller waits for a new server to import its libraries
 MAX_REQUEST = 1 << 20  # the arguments and environment of one call, as JSON
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with its terminating NUL (unix(7))
-VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_")  # differ between shells, read by nothing here
+# Differ from call to call and are read by nothing a server imports: the shell's, and the
+# stage name DVC sets for each command (dvc/stage/run.py, prepare_kwargs). The child still
+# gets the caller's values.
+VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "DVC_STAGE")
 # where pip installs: a folder's mtime moves when a distribution is added, removed or upgraded
 # (other sys.path folders, such as the working directory, change as a stage writes)
 INSTALL_FOLDERS = ("site-packages", "dist-packages")

@@ -148,6 +148,8 @@ def broken_dvc_yaml(tmp_path, edit) -> Path:
     # read as text and run in the sandbox, never imported
     (lambda s: s["eval"]["deps"].remove("stages/sandbox/programs/wire.py"),
      "eval: deps lack ['stages/sandbox/programs/wire.py']"),
+    # the launcher in eval's command (python -m stages.warm eval ...) is code it runs
+    (lambda s: s["eval"]["deps"].remove("stages/warm.py"), "eval: deps lack ['stages/warm.py']"),
     (lambda s: s["params"]["deps"].remove("params.yaml"), "params: deps lack params.yaml"),
     (lambda s: s["summary"]["deps"].remove("${paths.metrics}/tasks"), "summary: deps lack"),
     (lambda s: s["eval"].update(outs=["${paths.metrics}/eval/${item.variant}/x.jsonl"]),

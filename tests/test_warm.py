@@ -64,8 +64,8 @@ def test_a_warm_child_writes_what_a_fresh_process_writes(pipeline, tmp_path, env
     assert "STAGES_WARM=0; running `python -m stages.eval` in this process" in done.stderr
     want = {kind: (cold / "metrics" / kind / "sft" / f"{suite}.{ext}").read_bytes()
             for kind, ext in (("tasks", "jsonl"), ("eval", "json"))}
-    for _ in range(2):
-        done = stage(hot, env, *argv)
+    for name in ("eval@sft-one", "eval@sft-two"):  # DVC names each stage's command
+        done = stage(hot, {**env, "DVC_STAGE": name}, *argv)
         assert done.returncode == 0, done.stderr
         assert f"eval sft/{suite} in" in done.stdout  # the child's stdout is the caller's
         for kind, ext in (("tasks", "jsonl"), ("eval", "json")):
@@ -97,7 +97,7 @@ def package_copy(tmp_path):
     (root / "stages" / "nap.py").write_text(
         "import os\nimport sys\nimport time\nfrom pathlib import Path\n\n"
         "if __name__ == '__main__':\n"
-        "    Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+        "    Path(sys.argv[1]).write_text(f'{os.getpid()} {os.environ.get(\"DVC_STAGE\")}')\n"
         "    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 120)\n", encoding="utf-8")
     return root
 
@@ -105,14 +105,16 @@ def package_copy(tmp_path):
 def test_a_caller_killed_takes_its_child_with_it(package_copy, env, tmp_path):
     pid_file = tmp_path / "nap.pid"
     caller = subprocess.Popen([sys.executable, "-m", "stages.warm", "nap", str(pid_file)],
-                              cwd=package_copy, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+                              cwd=package_copy, env={**env, "DVC_STAGE": "nap@1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not pid_file.exists() and time.monotonic() < deadline:
         assert caller.poll() is None, caller.stderr.read()
         time.sleep(0.1)
-    child = int(pid_file.read_text())
+    child, stage_name = pid_file.read_text().split()
+    child = int(child)
     assert child != caller.pid  # it runs in the server's child, not in the caller
+    assert stage_name == "nap@1"  # with the caller's environment
     caller.send_signal(signal.SIGKILL)
     caller.wait()
     deadline = time.monotonic() + 30
@@ -149,6 +151,7 @@ def test_the_socket_is_named_for_the_code_the_environment_and_the_directory(
     monkeypatch.chdir(package_copy)
     first = warm.start_key("eval")
     monkeypatch.setenv("PWD", "/elsewhere")  # the shell's, read by nothing
+    monkeypatch.setenv("DVC_STAGE", "eval@base-code")  # DVC's, another for each stage
     assert warm.start_key("eval") == first
     monkeypatch.setenv("HF_HOME", "/somewhere")
     assert warm.start_key("eval") != first
@@ -173,7 +176,7 @@ def test_where_it_cannot_serve_it_says_why_and_runs_the_stage_itself(package_cop
                               text=True)
     _, stderr = caller.communicate(timeout=300)
     assert caller.returncode == 0
-    assert int((tmp_path / "p").read_text()) == caller.pid  # it ran in the caller (exec)
+    assert int((tmp_path / "p").read_text().split()[0]) == caller.pid  # in the caller (exec)
     assert "must be a folder only you can enter" in stderr
     shutil.rmtree(open_dir)
 
@@ -203,11 +206,31 @@ def test_a_server_that_dies_mid_stage_fails_the_call_and_ends_the_child(package_
     while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     server = int(logs(env).split("(pid ")[1].split(")")[0])
+    child = int(pid_file.read_text().split()[0])
     os.kill(server, signal.SIGKILL)
     _, stderr = caller.communicate(timeout=60)
     assert caller.returncode == 1
     assert "died while stages.nap ran in its child" in stderr
     deadline = time.monotonic() + 30
-    while alive(int(pid_file.read_text())) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(int(pid_file.read_text()))
+    assert not alive(child)
+
+
+def test_under_dvc_one_server_serves_every_stage(package_copy, env):
+    """DVC runs each stage's command with an environment of its own (DVC_STAGE names the
+    stage): three stages of a real `dvc repro` are three children of one server, each seeing
+    its own stage name."""
+    repo = package_copy
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  nap:\n    foreach: [a, b, c]\n    do:\n"
+        "      cmd: python -m stages.warm nap ${item}.txt 0\n      outs: ['${item}.txt']\n",
+        encoding="utf-8")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    done = subprocess.run(["dvc", "repro", "-q"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for item in "abc":
+        assert (repo / f"{item}.txt").read_text().split()[1] == f"nap@{item}"
+    served = logs(env)
+    assert served.count("serving stages.nap") == 1 and served.count("exited 0") == 3, served

@@ -97,7 +97,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not args.stop and not args.module:
         parser.error("name the stage to run, e.g. `python -m stages.warm eval --variant base "
                      "--suite code`")
-    if args.module and not (PACKAGE / f"{args.module}.py").is_file():
+    if args.module and not (args.module.isidentifier()
+                            and (PACKAGE / f"{args.module}.py").is_file()):
         parser.error(f"stages/{args.module}.py does not exist; the stage is a module of "
                      f"{PACKAGE}")
     return args
@@ -257,7 +258,11 @@ def is_open(fd: int) -> bool:
 
 def stop_all() -> int:
     """Ask every server of this user to exit (each finishes the children it runs first)."""
-    folder = socket_path("eval").parent
+    try:
+        folder = socket_path("eval").parent
+    except ServerUnavailable as e:
+        print(f"stages.warm: {e}", file=sys.stderr)
+        return 1
     for path in sorted(folder.glob("*.sock")):
         conn = connect(path)
         if conn is not None:
@@ -283,6 +288,10 @@ def serve(module: str, path: Path) -> int:
     server = Server(module, path, float(os.environ.get("STAGES_WARM_IDLE_S", IDLE_S)))
     print(f"serving stages.{module} at {path} (pid {os.getpid()})", flush=True)
     server.run()
+    # a clean exit leaves nothing behind; a server that fails to start keeps its log, which
+    # the caller names
+    for leftover in (path.with_suffix(".log"), path.with_suffix(".lock")):
+        leftover.unlink(missing_ok=True)
     return 0
 
 

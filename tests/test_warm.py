@@ -132,17 +132,18 @@ def alive(pid: int) -> bool:
     return status != "Z"
 
 
-def test_an_idle_server_leaves(package_copy, env, tmp_path):
-    env = {**env, "STAGES_WARM_IDLE_S": "1"}
+def test_an_idle_server_leaves_and_leaves_nothing(package_copy, env, tmp_path):
+    env = {**env, "STAGES_WARM_IDLE_S": "3"}
     done = subprocess.run([sys.executable, "-m", "stages.warm", "nap", str(tmp_path / "p"),
                            "0"], cwd=package_copy, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    sockets = lambda: list(Path(env["STAGES_WARM_DIR"]).rglob("*.sock"))  # noqa: E731
-    assert sockets()
+    assert "exited 0" in logs(env)
+    left = lambda: list(Path(env["STAGES_WARM_DIR"]).rglob("*.*"))  # noqa: E731
+    assert {p.suffix for p in left()} == {".sock", ".log", ".lock"}
     deadline = time.monotonic() + 30
-    while sockets() and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "serving stages.nap" in logs(env) and not sockets()
+    assert not left()  # socket, log and lock gone
 
 
 def test_the_socket_is_named_for_the_code_the_environment_and_the_directory(
@@ -193,6 +194,9 @@ def test_an_unknown_stage_is_named(capsys):
     with pytest.raises(SystemExit):
         warm.parse(["evaluate", "--variant", "sft"])
     assert "stages/evaluate.py does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a tool, not a stage module at the top of stages/
+        warm.parse(["tools.judge"])
+    assert "stages/tools.judge.py does not exist" in capsys.readouterr().err
 
 
 def test_a_server_that_dies_mid_stage_fails_the_call_and_ends_the_child(package_copy, env,

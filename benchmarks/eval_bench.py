@@ -86,9 +86,9 @@ def run_eval(side: Path, variant: str, suite: str, env: dict) -> dict:
 
 
 def stop_servers(env: dict) -> None:
+    # a server unlinks its socket before it answers --stop: the next call starts a new one
     subprocess.run(["python", "-m", "stages.warm", "--stop"], cwd=REPO, env=env, check=True,
                    capture_output=True)
-    time.sleep(1.5)  # each one leaves within its selector's 1 s tick
 
 
 def main() -> None:

@@ -4,9 +4,10 @@
     python -m stages.warm --stop                             # end this user's servers now
     STAGES_WARM=0 dvc repro                                  # every stage in its own process
 
-Why: a `dvc repro` runs 15 eval stages, and on the tiny model each spent about 3 of its 4
-seconds importing torch, transformers, peft and the Qwen2 modeling code before it read a
-probe. The first `python -m stages.warm eval ...` starts a server that imports those once
+Why: a `dvc repro` runs 15 eval stages, and on the tiny model each spent most of its time
+importing torch, transformers, peft and the Qwen2 modeling code before it read a probe
+(`python -X importtime`: 3.2-3.7 s of imports in sft/code, knowledge and perplexity
+processes of 5.0-5.9 s). The first `python -m stages.warm eval ...` starts a server that imports those once
 (the eval stage's own imports plus stages.models.modeling.preload) and then waits on a unix
 socket; each call after it forks a child of that server, which runs `python -m stages.eval`'s
 code with the caller's arguments, working directory, environment and stdin/stdout/stderr
@@ -46,6 +47,7 @@ import fcntl
 import hashlib
 import json
 import os
+import selectors
 import signal
 import socket
 import stat
@@ -301,8 +303,6 @@ class Server:
     copies a lock another thread holds."""
 
     def __init__(self, module: str, path: Path, idle_s: float):
-        import selectors
-
         self.module, self.path, self.idle_s = module, path, idle_s
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready = path.with_name(f"{path.name}.{os.getpid()}")
@@ -341,13 +341,13 @@ class Server:
             conn.close()
             return
         request = json.loads(message or b"{}") if own_user(conn) else {}
-        if "argv" not in request or len(fds) != 3:  # --stop, or nothing this serves
+        if "argv" not in request or len(fds) != 3:  # --stop, or nothing this runs
             for fd in fds:
                 os.close(fd)
             if request.get("stop"):
                 self.close()
             with conn, contextlib.suppress(OSError):
-                conn.send(json.dumps({"status": 0}).encode())
+                conn.send(json.dumps({"status": 0 if request.get("stop") else 2}).encode())
             return
         pid = os.fork()
         if pid == 0:
@@ -359,7 +359,6 @@ class Server:
             os.close(fd)
         with contextlib.suppress(OSError):
             conn.send(json.dumps({"pid": pid}).encode())
-        import selectors
 
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = {"conn": conn, "pid": pid, "argv": request["argv"],

@@ -238,3 +238,41 @@ def test_under_dvc_one_server_serves_every_stage(package_copy, env):
         assert (repo / f"{item}.txt").read_text().split()[1] == f"nap@{item}"
     served = logs(env)
     assert served.count("serving stages.nap") == 1 and served.count("exited 0") == 3, served
+
+
+def test_a_call_without_its_descriptors_runs_nothing_and_stop_ends_the_server(
+        package_copy, env, tmp_path):
+    """A process that sends a well-formed call but not the caller's stdin/stdout/stderr (a
+    hand-made client) gets status 2 and no child; --stop removes the socket before it
+    answers, so the next call cannot reach the stopping server."""
+    import json
+    import socket
+
+    first = tmp_path / "first"
+    done = subprocess.run([sys.executable, "-m", "stages.warm", "nap", str(first), "0"],
+                          cwd=package_copy, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (sock,) = Path(env["STAGES_WARM_DIR"]).rglob("*.sock")
+    forged = tmp_path / "forged"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        conn.connect(str(sock))
+        conn.send(json.dumps({"argv": [str(forged), "0"], "cwd": str(package_copy),
+                              "env": env}).encode())
+        assert json.loads(conn.recv(4096)) == {"status": 2}
+    time.sleep(0.5)
+    assert not forged.exists() and logs(env).count("call:") == 1
+    stopped = subprocess.run([sys.executable, "-m", "stages.warm", "--stop"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and f"stopped {sock.name}" in stopped.stdout
+    assert not sock.exists()
+
+
+def test_only_the_servers_own_user_is_served(monkeypatch):
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        assert warm.own_user(ours)
+        real = os.getuid()
+        monkeypatch.setattr(warm.os, "getuid", lambda: real + 1)  # the peer is someone else
+        assert not warm.own_user(ours)

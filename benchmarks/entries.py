@@ -89,6 +89,8 @@ ENTRIES: tuple[Benchmark, ...] = (
               "what dvc exp run reruns when one param changes, and restores when it goes back"),
     Benchmark("numerics_bench", "numerics_bench", "--steps 30",
               "which CPU settings change the tiny base's weights, and what pinning costs"),
+    Benchmark("step_profile", "step_profile", "--steps 20",
+              "where a pinned base pretraining step spends its time"),
     Benchmark("train_bench-ours-vs-plain", "train_bench",
               "ours-vs-plain --data repo --arch repo --repeats 3 --threads 1",
               "the sft stage's training throughput against plain TRL"),

@@ -2,7 +2,7 @@
 
     python -m benchmarks.step_profile --steps 20
 
-Builds the tiny base as stages/base.py does (params.yaml's architecture and corpus, the
+Builds the tiny base with stages.base.untrained (params.yaml's architecture and corpus, the
 pinned numerics of stages/core/numerics.py) and runs stages.base.pretrain for --steps steps
 three times in this process: once to warm up (first calls allocate and pick kernels), once
 plain, for the seconds per step, then under torch.profiler, for
@@ -24,23 +24,14 @@ MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
 def build(steps: int):
-    """The tiny base's untrained model, encoded corpus and a train config of `steps` steps,
-    from the stage's own functions."""
-    import torch
-    from transformers import Qwen2ForCausalLM
-
+    """The tiny base's untrained model and encoded corpus (the stage's own stages.base.
+    untrained), and a train config of `steps` steps."""
     from stages import base
     from stages.config import BaseStage, load
-    from stages.models.modeling import qwen2_config, train_tokenizer
 
     cfg = load(BaseStage, record.REPO / "params.yaml")
     base.pin_torch()
-    torch.manual_seed(cfg.seed)
-    conversations = base.corpus(cfg)
-    tokenizer = train_tokenizer([base.tokenizer_text(c) for c in conversations],
-                                cfg.model.arch.vocab_size)
-    model = Qwen2ForCausalLM(qwen2_config(cfg.model.arch, tokenizer))
-    sequences = base.encode(conversations, tokenizer, cfg.model.train.max_length)
+    _, _, model, sequences = base.untrained(cfg)
     train = cfg.model.train.model_copy(update={"steps": steps,
                                                "warmup_steps": max(1, steps // 10)})
     return cfg, model, sequences, train

@@ -74,15 +74,7 @@ def main(cfg: BaseStage | None = None) -> None:
 def build_tiny(cfg: BaseStage, out: Path) -> tuple[dict, dict]:
     """The figures of the trained model, and the run's timing (which goes to the metrics
     only)."""
-    torch.manual_seed(cfg.seed)
-    conversations = corpus(cfg)
-    tokenizer = train_tokenizer(
-        [tokenizer_text(c) for c in conversations], cfg.model.arch.vocab_size
-    )
-    from transformers import Qwen2ForCausalLM
-
-    model = Qwen2ForCausalLM(qwen2_config(cfg.model.arch, tokenizer))
-    sequences = encode(conversations, tokenizer, cfg.model.train.max_length)
+    conversations, tokenizer, model, sequences = untrained(cfg)
     start = time.perf_counter()
     losses = pretrain(model, sequences, cfg.model.train, cfg.seed)
     model.save_pretrained(out)
@@ -96,6 +88,22 @@ def build_tiny(cfg: BaseStage, out: Path) -> tuple[dict, dict]:
         "corpus_tokens": sum(len(s) for s in sequences),
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
     }, {"train_s": round(time.perf_counter() - start, 1)}
+
+
+def untrained(cfg: BaseStage):
+    """The corpus, its tokenizer, the freshly initialised model (seeded) and the encoded
+    sequences pretrain reads: everything before training (benchmarks/step_profile.py
+    profiles pretrain from here)."""
+    torch.manual_seed(cfg.seed)
+    conversations = corpus(cfg)
+    tokenizer = train_tokenizer(
+        [tokenizer_text(c) for c in conversations], cfg.model.arch.vocab_size
+    )
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(qwen2_config(cfg.model.arch, tokenizer))
+    sequences = encode(conversations, tokenizer, cfg.model.train.max_length)
+    return conversations, tokenizer, model, sequences
 
 
 def corpus(cfg: BaseStage) -> list[list[dict]]:

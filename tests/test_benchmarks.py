@@ -193,3 +193,24 @@ def test_a_real_benchmark_run_writes_a_record_the_page_renders(tmp_path):
     labels = [f["label"] for f in rec["figures"]]
     assert labels[:2] == ["dedup (exact + MinHash LSH) + 10-gram decontamination, 300 rows"] * 2
     assert "## Curate throughput" in render.render([rec])
+
+
+def test_step_profile_splits_self_time_by_kind_and_counts_the_optimizer_once():
+    from types import SimpleNamespace
+
+    from benchmarks.step_profile import shares
+
+    def event(key, self_us, total_us=None, flops=0):
+        return SimpleNamespace(key=key, self_cpu_time_total=self_us,
+                               cpu_time_total=self_us if total_us is None else total_us,
+                               flops=flops)
+
+    events = [event("aten::mm", 40, flops=8_000), event("aten::addmm", 10, flops=2_000),
+              event("aten::_scaled_dot_product_flash_attention_for_cpu", 15),
+              event("aten::_scaled_dot_product_flash_attention_for_cpu_backward", 10),
+              # AdamW.step's own time is 1 us, its lerp_ 4 us inside it: 5 us in all, once
+              event("Optimizer.step#AdamW.step", 1, total_us=5), event("aten::lerp_", 4),
+              event("aten::fill_", 20)]
+    s = shares(events)
+    assert s == {"total_us": 100, "matmul_us": 50, "attention_us": 25, "optimizer_us": 5,
+                 "other_us": 20, "matmul_flops": 10_000}
